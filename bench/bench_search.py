@@ -1,0 +1,194 @@
+"""ASHA vs FIFO on the same space and seed, and the per-trial cost of Ray Tune over an inline fit.
+
+    python bench/bench_search.py              # the full bench (~10 min on 2 CPU cores)
+    python bench/bench_search.py --smoke      # a 1-minute check that it runs
+
+Part 1: one random search (same seed, so the very same configs) run twice, under FIFO (every
+trial runs every epoch) and under ASHA. Reported: the best val accuracy each found, the
+trial-epochs each spent, wall time. Target: ASHA within 1 point of FIFO's best at no more than
+40% of its epochs.
+
+Part 2: one trial of a fixed config run inline (``create_trainable("timm").fit`` with an
+``InlineSession``, in this process) and as a one-trial Ray Tune search; the difference in wall
+time is Tune's per-trial overhead (a fresh worker process, its imports, the placement group,
+checkpoint persistence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from search.config import load_config, runs_root  # noqa: E402
+from search.runner import SearchOutcome, run_search  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options (defaults: the full bench)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=10, help="trials per scheduler (same configs for both)")
+    p.add_argument(
+        "--epochs", type=int, default=9, help="epochs of a full trial (ASHA's max_t; rungs 1, 3, 9)"
+    )
+    p.add_argument(
+        "--backbone", default="tf_efficientnet_lite0", help="pretrained offline: learns in a few epochs"
+    )
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--cpu", type=float, default=1, help="CPUs per trial")
+    p.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny model, 3 trials x 2 epochs: checks the bench runs"
+    )
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.trials, args.epochs, args.backbone = 3, 2, "test_efficientnet"
+    return args
+
+
+def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[SearchOutcome, float]]:
+    """The same random search under FIFO and under ASHA."""
+    common = [
+        "space=quick",
+        f"trainable.backbone={args.backbone}",
+        f"trainable.pretrained={str(args.backbone != 'test_efficientnet').lower()}",
+        f"trainable.image_size={args.image_size}",
+        f"trainable.epochs={args.epochs}",
+        "trainable.batch_size=32",
+        # wide on purpose: a search space with bad corners is where early stopping pays
+        "search={lr: {loguniform: [1.0e-5, 3.0e-2]}}",
+        "tune.points_to_evaluate=[]",
+        "tune.search_alg=random",
+        f"tune.seed={args.seed}",
+        f"tune.num_samples={args.trials}",
+        f"resources.cpu={args.cpu}",
+        "scheduler.grace_period=1",
+        "scheduler.reduction_factor=3",
+        "mlflow.enabled=false",
+        "verbose=0",
+    ]
+    out = {}
+    for name in ("fifo", "asha"):
+        cfg = load_config([*common, f"scheduler.name={name}", f"experiment=bench-{name}-{stamp}"])
+        start = time.perf_counter()
+        outcome = run_search(cfg)
+        out[name] = (outcome, time.perf_counter() - start)
+        print(
+            f"{name}: best val_acc {outcome.best['val_acc']:.4f}, {outcome.trial_epochs} trial-epochs",
+            flush=True,
+        )
+    return out
+
+
+def overhead(args: argparse.Namespace, stamp: str) -> dict[str, float]:
+    """Wall time of one trial inline and under Tune, same config (2 epochs)."""
+    from trainables import create_trainable
+    from trainables.session import InlineSession
+
+    config: dict[str, Any] = {
+        "backbone": args.backbone,
+        "pretrained": args.backbone != "test_efficientnet",
+        "image_size": args.image_size,
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 1e-3,
+    }
+    # Both runs find the data set and its decoded cache already built (what every trial but the
+    # first of a search finds); inline, torch and timm are already imported, as in a debug session.
+    from trainables.data import decoded_images, folds_for, load_dataset
+
+    dataset = load_dataset("synthetic")
+    decoded_images(dataset, "train", size=args.image_size)
+    folds_for(dataset, k=5, seed=0)
+    # The same CPU share as a trial: the inline fit sizes its torch threads from this process's
+    # affinity, a trial from its Ray resources.
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(affinity)[: max(1, int(args.cpu))])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            create_trainable("timm").fit(config, InlineSession(tmp, verbose=False))
+            inline = time.perf_counter() - start
+    finally:
+        os.sched_setaffinity(0, affinity)
+    overrides = [f"trainable.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in config.items()]
+    cfg = load_config(
+        ["space=quick", *overrides, "search=null", "tune.points_to_evaluate=[]", "tune.num_samples=1",
+         f"resources.cpu={args.cpu}", "scheduler.name=fifo", "mlflow.enabled=false", "verbose=0",
+         f"experiment=bench-overhead-{stamp}"]
+    )  # fmt: skip
+    start = time.perf_counter()
+    outcome = run_search(cfg)
+    tuned = time.perf_counter() - start
+    trial_s = float(outcome.leaderboard.iloc[0]["time_s"])
+    return {"inline_s": inline, "tune_s": tuned, "trial_reported_s": trial_s}
+
+
+def report(
+    runs: dict[str, tuple[SearchOutcome, float]], cost: dict[str, float], args: argparse.Namespace
+) -> None:
+    """Print the figures side by side, with the ratios the targets are about."""
+    console = Console(width=120)
+    table = Table(
+        title=f"ASHA vs FIFO: {args.trials} trials x {args.epochs} epochs, {args.backbone} @ {args.image_size}px, seed {args.seed}"
+    )
+    for column in ("scheduler", "best val_acc", "trial-epochs", "stopped early", "wall s"):
+        table.add_column(column, justify="right")
+    for name, (outcome, wall) in runs.items():
+        board = outcome.leaderboard
+        table.add_row(
+            name,
+            f"{outcome.best['val_acc']:.4f}",
+            str(outcome.trial_epochs),
+            str(int((board["status"] == "stopped").sum())),
+            f"{wall:.0f}",
+        )
+    console.print(table)
+    (fifo, fifo_wall), (asha, asha_wall) = runs["fifo"], runs["asha"]
+    gap = 100 * (fifo.best["val_acc"] - asha.best["val_acc"])
+    ratio = asha.trial_epochs / max(1, fifo.trial_epochs)
+    console.print(
+        f"ASHA best is {gap:+.2f} points below FIFO's (target <= 1.00): {'met' if gap <= 1.0 else 'MISSED'}\n"
+        f"ASHA spent {100 * ratio:.0f}% of FIFO's trial-epochs (target <= 40%): {'met' if ratio <= 0.40 else 'MISSED'}; "
+        f"wall time {asha_wall:.0f}s vs {fifo_wall:.0f}s ({asha_wall / fifo_wall:.2f}x)"
+    )
+    console.print(
+        f"Per-trial overhead of Ray Tune: one 2-epoch trial inline {cost['inline_s']:.1f}s, as a one-trial "
+        f"Tune search {cost['tune_s']:.1f}s (the trial itself reports {cost['trial_reported_s']:.1f}s): "
+        f"+{cost['tune_s'] - cost['inline_s']:.1f}s per trial"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench and print its figures."""
+    import ray
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    os.environ["RUNS_DIR"] = str(runs_root())  # absolute, inherited by the Ray workers
+    start = time.perf_counter()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    print(f"ray.init: {time.perf_counter() - start:.1f}s; runs under {runs_root()}", flush=True)
+    try:
+        cost = overhead(args, stamp)
+        runs = scheduler_runs(args, stamp)
+    finally:
+        ray.shutdown()
+    report(runs, cost, args)
+    print(f"total bench time {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Log an ensemble run to MLflow, linked to the source model runs (MLflow is imported lazily)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from ensemble._report import RunSummary, report_markdown
+from ensemble.artifacts import runs_dir
+
+__all__ = ["log_run", "tracking_uri"]
+
+_MAX_PARAM = 6000  # MLflow's limits on param and tag values
+_MAX_TAG = 8000
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the project store ``sqlite:///<RUNS_DIR>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(runs_dir() / 'mlflow.db').resolve()}"
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """Beside a local sqlite database, where run files go; None lets the store or server decide.
+
+    MLflow's default for a sqlite store is ``./mlruns`` relative to the working directory,
+    which would scatter artifacts wherever the command happens to run.
+    """
+    if uri.startswith("sqlite:///"):
+        db = uri[len("sqlite:///") :]
+        if db and db != ":memory:":
+            return (Path(db).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def _tag_key(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
+
+
+def log_run(
+    summary: RunSummary,
+    out_dir: Path,
+    *,
+    experiment_name: str | None = None,
+    params: dict[str, Any] | None = None,
+    uri: str | None = None,
+) -> str:
+    """Log one ensemble run: params, every method's scores, the output files and links to source runs.
+
+    Args:
+        summary: The run's results.
+        out_dir: Directory whose files (report, weights, submission, chart) become the run's artifacts.
+        experiment_name: MLflow experiment; defaults to ``<experiment>`` (beside the model runs).
+        params: Extra parameters (e.g. CLI options).
+        uri: Tracking URI; defaults to :func:`tracking_uri`.
+
+    Returns:
+        The MLflow run id.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or tracking_uri()
+    client = MlflowClient(tracking_uri=uri)
+    name = experiment_name or summary.experiment
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(name, artifact_location=_local_artifact_root(uri))
+    )
+    sources = {a.model_id: a.mlflow_run_id for a in summary.artifacts if a.mlflow_run_id}
+    tags = {
+        "sketchsearch.stage": "ensemble",
+        "ensemble.experiment": summary.experiment,
+        "ensemble.method": summary.chosen.name,
+        "ensemble.winner": summary.winner.name,
+        "source_run_ids": ",".join(sources.values()),
+        "mlflow.note.content": report_markdown(summary)[:_MAX_TAG],
+    }
+    tags.update({_tag_key(f"source_run.{model_id}"): run_id for model_id, run_id in sources.items()})
+    run = client.create_run(experiment_id, run_name=f"ensemble-{summary.chosen.name}", tags=tags)
+    run_id = run.info.run_id
+    try:
+        all_params = {
+            "method": summary.chosen.name,
+            "metric": summary.metric,
+            "models": ",".join(summary.model_ids),
+            "n_models": len(summary.artifacts),
+            "n_train": summary.artifacts[0].n_train,
+            "n_classes": summary.artifacts[0].n_classes,
+            "methods_compared": ",".join(r.name for r in summary.results),
+            **{f"{summary.chosen.name}.{k}": v for k, v in summary.chosen.method.get_params().items()},
+            **(params or {}),
+        }
+        now = int(time.time() * 1000)
+        metrics = []
+        chosen = summary.chosen
+        for key, value in (
+            ("in_sample", chosen.in_sample),
+            ("nested_mean", chosen.nested_mean),
+            ("nested_std", chosen.nested_std),
+        ):
+            if value is not None:
+                metrics.append(Metric(key, float(value), now, 0))
+        for r in summary.results:
+            for key, value in (
+                ("in_sample", r.in_sample),
+                ("nested_mean", r.nested_mean),
+                ("nested_std", r.nested_std),
+            ):
+                if value is not None:
+                    metrics.append(Metric(f"{r.name}.{key}", float(value), now, 0))
+            for step, score in enumerate(r.fold_scores):
+                metrics.append(Metric(f"{r.name}.fold_score", float(score), now, step))
+        for model_id, w in zip(summary.model_ids, chosen.weights, strict=True):
+            metrics.append(Metric(_tag_key(f"weight.{model_id}"), float(w), now, 0))
+        client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=[Param(k, str(v)[:_MAX_PARAM]) for k, v in all_params.items()],
+            tags=[RunTag("ensemble.out_dir", str(out_dir.resolve()))],
+        )
+        client.log_artifacts(run_id, str(out_dir))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id

@@ -1,0 +1,322 @@
+"""Outputs of an ensemble run: submission, weights JSON, markdown report, weights chart, console table.
+
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensemble._evaluate import MethodResult
+from ensemble._io import atomic_path, atomic_write_text
+from ensemble._metrics import METRICS
+from ensemble.artifacts import Artifact, _jsonable
+
+__all__ = ["RunSummary", "comparison_rows", "print_comparison", "write_outputs"]
+
+_FIXED_WEIGHTS = {"mean", "vote"}  # uniform by definition: nothing to show in a weights chart
+
+
+@dataclass
+class RunSummary:
+    """Everything an ensemble run reports.
+
+    Attributes:
+        experiment: Experiment name (the artifacts' directory).
+        metric: The metric of every score.
+        artifacts: The models ensembled, in weight order.
+        results: Every method evaluated, baselines first.
+        chosen: The method whose predictions make the submission.
+        winner: The method with the best nested estimate.
+        test_labels: Predicted class index per test row (None without a submission).
+        excluded: Model ids left out (no test probabilities).
+    """
+
+    experiment: str
+    metric: str
+    artifacts: list[Artifact]
+    results: list[MethodResult]
+    chosen: MethodResult
+    winner: MethodResult
+    test_labels: np.ndarray | None = None
+    excluded: Sequence[str] = ()
+
+    @property
+    def model_ids(self) -> list[str]:
+        return [a.model_id for a in self.artifacts]
+
+    def result(self, name: str) -> MethodResult | None:
+        return next((r for r in self.results if r.name == name), None)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    # round() + 0.0 turns -0.0 into 0.0, so a zero gap never prints as "-0.0000"
+    return "-" if value is None else f"{round(value, digits) + 0.0:.{digits}f}"
+
+
+def _signed(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{round(value, digits) + 0.0:+.{digits}f}"
+
+
+def comparison_rows(summary: RunSummary) -> list[dict[str, Any]]:
+    """One row per method: in-sample, nested mean/std, optimism gap and gain over the best single model."""
+    sign = 1.0 if METRICS[summary.metric] else -1.0
+    best = summary.result("best")
+    base = None if best is None else best.nested_mean
+    rows = []
+    for r in summary.results:
+        rows.append(
+            {
+                "method": r.name,
+                "in_sample": r.in_sample,
+                "nested_mean": r.nested_mean,
+                "nested_std": r.nested_std,
+                # Positive = in-sample looks better than it is out of sample.
+                "optimism": None if r.nested_mean is None else sign * (r.in_sample - r.nested_mean),
+                "gain_vs_best_single": None
+                if (base is None or r.nested_mean is None)
+                else sign * (r.nested_mean - base),
+                "fit_seconds": r.fit_seconds,
+                "nested_seconds": r.nested_seconds,
+            }
+        )
+    return rows
+
+
+def print_comparison(summary: RunSummary, file: Any = None) -> None:
+    """Print the comparison table with rich (to stdout unless ``file`` is given)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    direction = "higher" if METRICS[summary.metric] else "lower"
+    table = Table(
+        title=f"{summary.experiment}: {summary.metric}, {direction} is better",
+        caption="nested: fit on K-1 folds, scored on the held-out fold; bold: best out of sample; ✓: submitted",
+    )
+    for col in ("method", "in-sample", "nested", "± std", "optimism", "Δ best", "fit s", "nested s"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for row in comparison_rows(summary):
+        name = row["method"]
+        table.add_row(
+            name + (" ✓" if name == summary.chosen.name else ""),
+            _fmt(row["in_sample"]),
+            _fmt(row["nested_mean"]),
+            _fmt(row["nested_std"]),
+            _fmt(row["optimism"]),
+            _signed(row["gain_vs_best_single"]),
+            f"{row['fit_seconds']:.1f}",
+            f"{row['nested_seconds']:.1f}",
+            style="bold green" if name == summary.winner.name else None,
+        )
+    console = Console(file=file)
+    if not console.is_terminal:
+        console.width = max(console.width, 110)  # piped output: rich's 80-column default truncates
+    console.print(table)
+
+
+def _verdict(summary: RunSummary) -> str:
+    w, m = summary.winner, summary.metric
+    if w.nested_mean is None:
+        return f"Nested CV was not run; by in-sample {m} the best method is **{w.name}** ({w.in_sample:.4f})."
+    text = f"Out of sample, **{w.name}** wins: nested {m} {w.nested_mean:.4f} ± {w.nested_std:.4f}"
+    extras = []
+    for label, name in (("best single model", "best"), ("plain mean", "mean")):
+        r = summary.result(name)
+        if r is not None and r.name != w.name and r.nested_mean is not None:
+            extras.append(f"{label} {r.nested_mean:.4f}")
+    if extras:
+        text += " (vs " + ", ".join(extras) + ")"
+    text += "."
+    if summary.chosen.name != w.name:
+        c = summary.chosen
+        text += f" The submission uses **{c.name}** as requested (nested {_fmt(c.nested_mean)})."
+    return text
+
+
+def report_markdown(summary: RunSummary) -> str:
+    """The markdown report."""
+    a0 = summary.artifacts[0]
+    lines = [
+        f"# Ensemble report: {summary.experiment}",
+        "",
+        f"- Created: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- Metric: {summary.metric} ({'higher' if METRICS[summary.metric] else 'lower'} is better)",
+        f"- Models: {len(summary.artifacts)}; train rows: {a0.n_train}; classes: {a0.n_classes}; "
+        f"folds: {np.unique(a0.folds).size}; test rows: {a0.n_test}",
+        f"- Submitted method: **{summary.chosen.name}**",
+    ]
+    if summary.excluded:
+        lines.append(f"- Excluded (no test probabilities): {', '.join(summary.excluded)}")
+    lines += [
+        "",
+        _verdict(summary),
+        "",
+        "In-sample scores are fit and scored on the same OOF rows; nested scores fit each method on",
+        "K-1 of the models' folds and score it on the held-out fold (mean ± std over folds).",
+        "Choose by the nested column: the optimism column is how much in-sample flatters a method.",
+        "",
+        "## Methods",
+        "",
+        "| method | in-sample | nested mean | nested std | optimism | vs best single | fit s | nested s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in comparison_rows(summary):
+        gain = row["gain_vs_best_single"]
+        lines.append(
+            f"| {row['method']} | {_fmt(row['in_sample'])} | {_fmt(row['nested_mean'])} | {_fmt(row['nested_std'])} "
+            f"| {_fmt(row['optimism'])} | {_signed(gain)} "
+            f"| {row['fit_seconds']:.1f} | {row['nested_seconds']:.1f} |"
+        )
+    chosen = summary.chosen
+    kind = "weight" if chosen.method.blends else "importance"
+    best = summary.result("best")
+    singles = getattr(best.method, "model_scores_", None) if best is not None else None
+    lines += [
+        "",
+        "## Models",
+        "",
+        f"| model | {chosen.name} {kind} | fold-to-fold {kind} std | OOF {summary.metric} | reported CV | MLflow run |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    fold_std = np.std(np.vstack(chosen.fold_weights), axis=0) if chosen.fold_weights else None
+    for m, a in enumerate(summary.artifacts):
+        cv = "-" if a.cv_mean is None else f"{a.cv_mean:.4f} ± {a.cv_std or 0:.4f} ({a.metric})"
+        lines.append(
+            f"| {a.model_id} | {chosen.weights[m]:.4f} | {'-' if fold_std is None else f'{fold_std[m]:.4f}'} "
+            f"| {'-' if singles is None else f'{singles[m]:.4f}'} | {cv} | {a.mlflow_run_id or '-'} |"
+        )
+    lines += ["", "## Weights", ""]
+    if not chosen.method.blends:
+        lines += [
+            f"`{chosen.name}` is a meta-learner: its numbers are per-model importances, not blend weights.",
+            "",
+        ]
+    lines += [
+        "![weights](weights.png)",
+        "",
+        "## Files",
+        "",
+        "- `submission.csv`: `ID,image_path,target` in test.csv order (target = class index, `classes[target]`)",
+        "- `weights.json`: weights and scores of every method",
+        "- `weights.png`: the weights chart",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def weights_document(summary: RunSummary) -> dict[str, Any]:
+    """The weights JSON: the submitted method's weights first, then every method's details."""
+    ids = summary.model_ids
+
+    def describe(r: MethodResult) -> dict[str, Any]:
+        return {
+            "kind": "weights" if r.method.blends else "importances",
+            "weights": dict(zip(ids, map(float, r.weights), strict=True)),
+            "in_sample": r.in_sample,
+            "nested_mean": r.nested_mean,
+            "nested_std": r.nested_std,
+            "fold_scores": r.fold_scores,
+            "fold_weights": [list(map(float, w)) for w in r.fold_weights],
+            "params": _jsonable(r.method.get_params()),
+            "fit_seconds": r.fit_seconds,
+        }
+
+    return {
+        "experiment": summary.experiment,
+        "metric": summary.metric,
+        "method": summary.chosen.name,
+        "winner_out_of_sample": summary.winner.name,
+        "models": ids,
+        "classes": list(summary.artifacts[0].classes),
+        "weights": dict(zip(ids, map(float, summary.chosen.weights), strict=True)),
+        "source_runs": {a.model_id: a.mlflow_run_id for a in summary.artifacts if a.mlflow_run_id},
+        "excluded": list(summary.excluded),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "methods": {r.name: describe(r) for r in summary.results},
+    }
+
+
+def plot_weights(summary: RunSummary, path: Path) -> Path:
+    """Grouped bar chart of the weights per model, one colour per method; error bars = std over folds."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in summary.results if r.name not in _FIXED_WEIGHTS]
+    ids = summary.model_ids
+    x = np.arange(len(ids))
+    width = 0.8 / max(1, len(shown))
+    fig, ax = plt.subplots(figsize=(min(16.0, 2.0 + 0.35 * len(ids) * max(2, len(shown))), 4.0))
+    for i, r in enumerate(shown):
+        err = None
+        std = np.std(np.vstack(r.fold_weights), axis=0) if r.fold_weights else np.zeros(len(ids))
+        if std.any():  # zero-length error bars would still draw their caps
+            err = np.vstack([np.minimum(std, r.weights), std])  # a weight cannot go below 0
+        label = (
+            r.name
+            + ("" if r.method.blends else " (importance)")
+            + (" *" if r.name == summary.winner.name else "")
+        )
+        ax.bar(
+            x + (i - (len(shown) - 1) / 2) * width,
+            r.weights,
+            width,
+            yerr=err,
+            capsize=2,
+            label=label,
+            hatch=None if r.method.blends else "//",
+        )
+    ax.axhline(1.0 / len(ids), color="grey", lw=0.8, ls="--", label="uniform (mean)")
+    ax.set_xticks(x, ids, rotation=30, ha="right")
+    ax.set_ylabel("weight")
+    ax.set_title(
+        f"{summary.experiment}: weights per model (* best out of sample; bars: std over nested folds)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_submission(path: Path, image_paths: Sequence[str], labels: np.ndarray) -> Path:
+    """``ID,image_path,target`` in test.csv order (ID = row number, target = class index)."""
+    import pandas as pd
+
+    if len(image_paths) != len(labels):
+        raise ValueError(f"{len(image_paths)} test image paths but {len(labels)} predictions")
+    frame = pd.DataFrame(
+        {
+            "ID": np.arange(len(labels)),
+            "image_path": list(image_paths),
+            "target": np.asarray(labels, dtype=np.int64),
+        }
+    )
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def write_outputs(summary: RunSummary, out_dir: Path) -> dict[str, Path]:
+    """Write submission.csv (when there are test labels), weights.json, report.md and weights.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    if summary.test_labels is not None:
+        paths = summary.artifacts[0].test_image_paths or [str(i) for i in range(len(summary.test_labels))]
+        files["submission"] = write_submission(out_dir / "submission.csv", paths, summary.test_labels)
+    files["weights"] = atomic_write_text(
+        out_dir / "weights.json", json.dumps(weights_document(summary), indent=1) + "\n"
+    )
+    files["plot"] = plot_weights(summary, out_dir / "weights.png")
+    files["report"] = atomic_write_text(out_dir / "report.md", report_markdown(summary))
+    return files

@@ -1,0 +1,206 @@
+"""The leaderboard of a search: one row per trial, best first; printed with rich, saved as CSV."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.io import atomic_write
+from search.space import get_path, has_path
+
+TRIAL_DIR_PREFIX = "trial_"
+STATUS_DONE, STATUS_STOPPED, STATUS_ERROR, STATUS_INTERRUPTED = "done", "stopped", "error", "interrupted"
+
+
+def ray_statuses(experiment_path: str) -> dict[str, str]:
+    """Ray's saved status of each trial (``TERMINATED``, ``ERROR``, ``RUNNING``, ``PAUSED``, ``PENDING``).
+
+    Read from the experiment state on disk, written before Tune's cleanup: after a Ctrl-C the
+    trials in memory have been stopped, but the saved state still says which ones were running.
+
+    Args:
+        experiment_path: Ray Tune's experiment directory (path or URI).
+
+    Returns:
+        ``{trial_id: status}``; empty when the state cannot be read (then only errors and epoch
+        counts decide a trial's status).
+    """
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(experiment_path).trials
+    except Exception:  # an unreadable state must not cost the leaderboard
+        return {}
+    return {str(t.trial_id): str(t.status) for t in trials}
+
+
+def trial_histories(results: Iterable[Any]) -> dict[str, pd.DataFrame]:
+    """Per-trial metric history (one row per reported epoch) from a Ray ``ResultGrid``.
+
+    Args:
+        results: A ``ResultGrid`` (or any iterable of ``ray.tune.Result``).
+
+    Returns:
+        ``{trial_id: DataFrame}``; an empty frame for a trial that never reported.
+    """
+    out: dict[str, pd.DataFrame] = {}
+    for result in results:
+        frame = result.metrics_dataframe
+        frame = frame.copy() if frame is not None else pd.DataFrame()
+        if "epoch" in frame:
+            # a trial retried from a checkpoint may re-report an epoch; the last report counts
+            frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+        out[_trial_id(result)] = frame
+    return out
+
+
+def build_leaderboard(
+    results: Iterable[Any],
+    searched: Sequence[str],
+    *,
+    metric: str = "val_acc",
+    mode: str = "max",
+    max_epochs: int | None = None,
+    histories: Mapping[str, pd.DataFrame] | None = None,
+    statuses: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """One row per trial: id, the searched params, best score and the epoch it came at, status.
+
+    Args:
+        results: A Ray ``ResultGrid``.
+        searched: Dotted keys of the searched params (columns, in this order).
+        metric: The metric to rank by; its best value over epochs is the trial's score.
+        mode: ``max`` or ``min``.
+        max_epochs: Epochs a full trial runs; a trial that ran fewer without error is ``stopped``.
+        histories: Output of :func:`trial_histories` when already computed.
+        statuses: Ray's trial statuses (:func:`ray_statuses`); a trial neither terminated nor
+            errored (the search was interrupted) is ``interrupted``.
+
+    Returns:
+        A frame ranked best first (index ``rank`` from 1), columns ``trial_id``, the searched
+        params, ``<metric>``, ``val_acc`` and ``val_f1`` (at the best epoch), ``best_epoch``, ``epochs``,
+        ``status`` (done, stopped, error, interrupted), ``time_s``, ``error``.
+    """
+    results = list(results)
+    histories = dict(histories) if histories is not None else trial_histories(results)
+    rows = []
+    for result in results:
+        tid = _trial_id(result)
+        hist = histories.get(tid, pd.DataFrame())
+        config = result.config or {}
+        row: dict[str, Any] = {"trial_id": tid}
+        for path in searched:
+            row[path] = get_path(config, path) if has_path(config, path) else None
+        best = _best_row(hist, metric, mode)
+        row[metric] = _num(best.get(metric)) if best is not None else math.nan
+        for extra in ("val_acc", "val_f1"):  # the scores at the chosen epoch, whatever ranks them
+            if extra != metric:
+                row[extra] = _num(best.get(extra)) if best is not None else math.nan
+        row["best_epoch"] = _int(best.get("epoch")) if best is not None else None
+        epochs = _int(hist["epoch"].max()) if "epoch" in hist and len(hist) else 0
+        row["epochs"] = epochs
+        ray_status = (statuses or {}).get(tid)
+        if result.error is not None or ray_status == "ERROR":
+            row["status"] = STATUS_ERROR
+        elif ray_status not in (None, "TERMINATED"):
+            row["status"] = STATUS_INTERRUPTED
+        elif max_epochs is not None and epochs < max_epochs:
+            row["status"] = STATUS_STOPPED
+        else:
+            row["status"] = STATUS_DONE
+        row["time_s"] = (
+            round(float(hist["time_total_s"].max()), 1) if "time_total_s" in hist and len(hist) else None
+        )
+        row["error"] = _error_line(result.error) if result.error is not None else ""
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="rank")
+    return frame
+
+
+def total_epochs(histories: Mapping[str, pd.DataFrame]) -> int:
+    """Trial-epochs spent by a search: the sum over trials of the epochs each ran."""
+    return int(sum(int(h["epoch"].max()) for h in histories.values() if "epoch" in h and len(h)))
+
+
+def save_leaderboard(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write the leaderboard as CSV (with the ``rank`` column), atomically."""
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=True))
+
+
+def print_leaderboard(
+    frame: pd.DataFrame, *, title: str = "Leaderboard", metric: str = "val_acc", limit: int = 30
+) -> None:
+    """Print the leaderboard as a rich table (best ``limit`` rows), the best row highlighted."""
+    from rich.console import Console
+    from rich.table import Table
+
+    # A pipe or a log file gets a wide table rather than rich's 80-column default.
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if frame.empty:
+        console.print(f"[bold]{title}[/]: no trials")
+        return
+    table = Table(title=title, title_justify="left", header_style="bold")
+    columns = [c for c in frame.columns if c != "error" or frame["error"].astype(bool).any()]
+    table.add_column("#", justify="right")
+    for column in columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "error")
+    for rank, row in frame.head(limit).iterrows():
+        cells = [str(rank)] + [_cell(row[c], c == metric) for c in columns]
+        table.add_row(*cells, style="bold green" if rank == 1 else None)
+    console.print(table)
+    if len(frame) > limit:
+        console.print(f"... {len(frame) - limit} more rows in the CSV")
+
+
+def _best_row(hist: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    if metric not in hist or hist[metric].notna().sum() == 0:
+        return None
+    idx = hist[metric].idxmax() if mode == "max" else hist[metric].idxmin()
+    return hist.loc[idx]
+
+
+def _trial_id(result: Any) -> str:
+    tid = (result.metrics or {}).get("trial_id")
+    if tid:
+        return str(tid)
+    # A trial that never reported has no metrics; search.run names its directory trial_<trial_id>.
+    return Path(str(result.path)).name.removeprefix(TRIAL_DIR_PREFIX)
+
+
+def _error_line(error: BaseException) -> str:
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:200]
+
+
+def _cell(value: Any, is_metric: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        if is_metric:
+            return f"{value:.4f}"
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,166 @@
+"""``python -m search.run space=<name> [key=value ...]``: run a search, print and save its leaderboard.
+
+Examples::
+
+    python -m search.run                                   # the quick demo space on the built-in set
+    python -m search.run space=aug_ablation data=/data/sketch trainable.epochs=8
+    python -m search.run space=lr tune.num_samples=32 resources.gpu=0.5
+    python -m search.run resume=true                       # continue the latest interrupted search
+    python -m search.run ray.address=auto space=backbones  # join a running Ray cluster
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from search.config import (
+    RESUMABLE_KEYS,
+    ConfigError,
+    base_config,
+    list_spaces,
+    load_config,
+    load_space,
+    parse_overrides,
+    read_config,
+    runs_root,
+    valid_keys,
+)
+from search.leaderboard import print_leaderboard
+from search.records import CONFIG_FILE, list_experiments, search_dir
+from search.runner import SearchOutcome, run_search
+from search.space import DISTRIBUTIONS
+from search.stages import load_stage, run_stages
+
+log = logging.getLogger("search.run")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: Arguments after the module name (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 when every trial failed, 2 on a usage error, 130 when interrupted (Ctrl-C).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help", "help=true") for a in argv):
+        print(usage())
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg, resume = prepare(argv)
+        for name in cfg.stages:
+            load_stage(str(name))  # fail before the search, not after it
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        outcome = run_search(cfg, resume=resume)
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report(outcome, cfg)
+    if outcome.status == "interrupted":
+        print(
+            f"interrupted; continue it with: python -m search.run resume={outcome.experiment}",
+            file=sys.stderr,
+        )
+        return 130
+    if outcome.status == "failed":
+        print("every trial failed; see the errors above and in the leaderboard", file=sys.stderr)
+        return 1
+    run_stages([str(s) for s in cfg.stages], cfg, outcome)
+    return 0
+
+
+def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:
+    """The config to run and whether it resumes an earlier search.
+
+    ``resume=true`` picks the most recent experiment under ``<runs>/search``, ``resume=<name>``
+    that one; its saved config is used, with only ``ray.*`` and ``stages`` overridable.
+
+    Raises:
+        ConfigError: Bad overrides, or nothing to resume.
+    """
+    pairs = parse_overrides(argv)
+    resume = dict(pairs).get("resume", False)
+    if resume in (False, None, "false"):
+        return load_config(pairs), False
+    runs = runs_root()
+    experiments = list_experiments(runs)
+    if resume is True or resume == "true":
+        if not experiments:
+            raise ConfigError(f"resume=true but there is no search under {runs / 'search'} to resume")
+        name = experiments[0]
+    else:
+        name = str(resume)
+        if name not in experiments:
+            raise ConfigError(
+                f"resume={name}: no such experiment under {runs / 'search'}; there are: {', '.join(experiments) or 'none'}"
+            )
+    cfg = read_config(search_dir(runs, name) / CONFIG_FILE)
+    for key, value in pairs:
+        if not any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS):
+            raise ConfigError(
+                f"{key}: a resumed search runs its saved config; only {', '.join(RESUMABLE_KEYS)} may change. "
+                "Start a new search (experiment=<new name>) to change what is searched"
+            )
+        if key != "resume":
+            OmegaConf.update(cfg, key, value, merge=False)
+    log.info("resuming experiment %s", name)
+    return cfg, True
+
+
+def report(outcome: SearchOutcome, cfg: DictConfig) -> None:
+    """Print the final leaderboard and where everything was written."""
+    metric = str(cfg.tune.metric)
+    print()
+    print_leaderboard(
+        outcome.leaderboard, title=f"Leaderboard: {outcome.experiment} ({cfg.space})", metric=metric
+    )
+    print(f"\nleaderboard and plots: {outcome.out_dir}")
+    print(
+        f"ray experiment:        {outcome.ray_path}   (continue it: python -m search.run resume={outcome.experiment})"
+    )
+    if outcome.tracking_uri:
+        print(f"mlflow store:          {outcome.tracking_uri}   (parent run {outcome.parent_run_id})")
+        print(f"open it with:          mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    print(f"trial-epochs spent:    {outcome.trial_epochs}")
+
+
+def usage() -> str:
+    """The ``--help`` text: usage, the spaces, the distributions and every key with its default."""
+    lines = [textwrap.dedent(__doc__ or "").strip(), "", "Spaces (spaces/<name>.yaml):"]
+    for name in list_spaces():
+        try:
+            description = str(load_space(name).get("description", ""))
+        except ConfigError as err:
+            description = f"(unreadable: {err})"
+        lines.append(f"  {name:<14} {description}")
+    lines += ["", "Searched keys (search.<key>={distribution: args}):"]
+    lines += [f"  {name:<12} {meaning}" for name, meaning in DISTRIBUTIONS.items()]
+    lines += ["", "Keys (key=value; defaults from search/defaults.yaml and the trainable):"]
+    try:
+        base = base_config("timm")
+    except ConfigError as err:
+        lines.append(f"  (could not load the defaults: {err})")
+        return "\n".join(lines)
+    for key in valid_keys(base):
+        if key in ("description", "trainable.data"):  # set by each space / from `data`
+            continue
+        value = OmegaConf.select(base, key)
+        if OmegaConf.is_dict(value):
+            continue
+        shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        lines.append(f"  {key} = {shown!r}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,331 @@
+"""One search, start to finish: Ray Tune over a space, MLflow parent and child runs, the leaderboard."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from search import tracking
+from search.algorithms import make_scheduler, make_searcher, resolve_search_alg, uses_grid_search
+from search.cluster import concurrent_trials, experiment_path, ray_session, storage_root
+from search.config import dimensions, max_epochs, runs_root, save_config, trainable_config
+from search.leaderboard import (
+    STATUS_ERROR,
+    STATUS_INTERRUPTED,
+    TRIAL_DIR_PREFIX,
+    build_leaderboard,
+    ray_statuses,
+    save_leaderboard,
+    total_epochs,
+    trial_histories,
+)
+from search.plots import plot_ablation, plot_curves, plot_params
+from search.records import CONFIG_FILE, SearchRecord, load_record, save_record, search_dir
+from search.space import build_param_space, flatten, get_path
+
+log = logging.getLogger(__name__)
+
+# Ray warns whenever a trial checkpoints faster than every few seconds (short epochs on tiny
+# models do); the snapshot it warns about is what makes a killed search resumable, so keep it quiet.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Ray's classic live table (CLIReporter) shows the searched params and the scores in one compact
+# table; the newer output prints every trial's full 30-key config. RAY_AIR_NEW_OUTPUT=1 restores it.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+@dataclass
+class SearchOutcome:
+    """What a search produced.
+
+    Attributes:
+        experiment: The experiment's name.
+        leaderboard: One row per trial, best first (see :func:`search.leaderboard.build_leaderboard`).
+        histories: Per-trial metrics per epoch.
+        out_dir: ``<runs>/search/<experiment>``: leaderboard CSV, plots, config, state.
+        ray_path: Ray Tune's experiment directory (``resume=<experiment>`` continues it).
+        tracking_uri: The MLflow store, or None when untracked.
+        parent_run_id: The MLflow parent run, or None.
+        files: The leaderboard CSV and plots.
+        trial_epochs: Epochs run, summed over trials.
+        status: ``finished``, ``interrupted`` or ``failed``.
+    """
+
+    experiment: str
+    leaderboard: pd.DataFrame
+    histories: dict[str, pd.DataFrame]
+    out_dir: Path
+    ray_path: str
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+    files: list[Path] = field(default_factory=list)
+    trial_epochs: int = 0
+    status: str = "finished"
+
+    @property
+    def best(self) -> pd.Series | None:
+        """The leaderboard's top row, or None when no trial reported."""
+        return None if self.leaderboard.empty else self.leaderboard.iloc[0]
+
+
+def run_search(cfg: DictConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> SearchOutcome:
+    """Run (or resume) the search a loaded config describes.
+
+    Args:
+        cfg: From :func:`search.config.load_config` (or, to resume, the saved ``config.yaml``).
+        resume: Continue the experiment ``cfg.experiment`` from Ray's saved state: finished trials
+            stay finished, interrupted and errored ones restart from their last checkpoint, the
+            searcher keeps its history, and the MLflow parent run is re-attached.
+        callbacks: Extra ``ray.tune.Callback`` objects for a new search (a resumed one keeps the
+            callbacks it was started with).
+
+    Returns:
+        The outcome; the leaderboard and plots are also saved under ``outcome.out_dir``.
+
+    Raises:
+        FileExistsError: A new search would overwrite an experiment of the same name.
+        FileNotFoundError: ``resume`` but there is nothing to resume.
+    """
+    runs = runs_root()
+    out_dir = search_dir(runs, cfg.experiment)
+    record = _open_record(cfg, runs, out_dir, resume)
+    with ray_session(cfg, runs) as resources:
+        tracker, tune_callbacks = _start_tracking(cfg, runs, record, resume)
+        save_record(out_dir, record)
+        trainable = _trainable(cfg)
+        if resume:
+            import ray.tune
+
+            tuner = ray.tune.Tuner.restore(
+                record.ray_path, trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = _new_tuner(
+                cfg, trainable, [*tune_callbacks, *callbacks], concurrent_trials(cfg, resources)
+            )
+        results = tuner.fit()
+    outcome = _summarise(cfg, results, out_dir, record)
+    record.status = outcome.status = _search_status(outcome.leaderboard)
+    save_record(out_dir, record)
+    if tracker is not None and record.parent_run_id:
+        _finish_parent(tracker, record, outcome, cfg)
+    return outcome
+
+
+def _search_status(board: pd.DataFrame) -> str:
+    """``finished``, ``interrupted`` (Ctrl-C: resume it) or ``failed`` (every trial errored)."""
+    if not board.empty and (board["status"] == STATUS_INTERRUPTED).any():
+        return "interrupted"
+    if not board.empty and (board["status"] != STATUS_ERROR).any():
+        return "finished"
+    return "failed"
+
+
+def _open_record(cfg: DictConfig, runs: Path, out_dir: Path, resume: bool) -> SearchRecord:
+    if resume:
+        record = load_record(out_dir)
+        record.resumes += 1
+        record.status = "running"
+        return record
+    if (out_dir / "state.json").exists():
+        raise FileExistsError(
+            f"experiment {cfg.experiment!r} exists ({out_dir}); resume it with resume={cfg.experiment} "
+            "or pick a new name with experiment=<name>"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / CONFIG_FILE)
+    return SearchRecord(experiment=str(cfg.experiment), ray_path=experiment_path(cfg, runs))
+
+
+def _trainable(cfg: DictConfig) -> Any:
+    import ray.tune
+
+    import trainables
+
+    resources = {"cpu": float(cfg.resources.cpu), "gpu": float(cfg.resources.gpu)}
+    return ray.tune.with_resources(trainables.ray_trainable(str(cfg.trainable.name)), resources)
+
+
+def _new_tuner(cfg: DictConfig, trainable: Any, callbacks: list[Any], fits: int) -> Any:
+    from ray import tune
+
+    dims = dimensions(cfg)
+    grid = uses_grid_search(cfg)
+    # Model-based searchers must not be asked for more trials than can run: each suggestion
+    # should see the results before it. Ray's variant generator needs no limit.
+    max_concurrent = cfg.tune.max_concurrent or (
+        None if grid or resolve_search_alg(cfg) == "random" else fits
+    )
+    log.info(
+        "search %s: %s x %s, %s, scheduler %s, up to %s trials at once",
+        cfg.experiment,
+        resolve_search_alg(cfg),
+        cfg.tune.num_samples,
+        ", ".join(f"{p}~{d.describe()}" for p, d in dims.items()) or "no searched keys",
+        cfg.scheduler.name,
+        max_concurrent or fits,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=build_param_space(trainable_config(cfg), dims, grid_as_choice=not grid),
+        tune_config=tune.TuneConfig(
+            metric=str(cfg.tune.metric),
+            mode=str(cfg.tune.mode),
+            search_alg=make_searcher(cfg, max_concurrent),
+            scheduler=make_scheduler(cfg),
+            num_samples=int(cfg.tune.num_samples),
+            time_budget_s=cfg.tune.time_budget_s,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=str(cfg.experiment),
+            storage_path=storage_root(cfg, runs_root()),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=int(cfg.checkpoint.num_to_keep)),
+            failure_config=tune.FailureConfig(max_failures=int(cfg.max_failures)),
+            callbacks=callbacks,
+            progress_reporter=_reporter(cfg, dims),
+            verbose=int(cfg.verbose),
+        ),
+    )
+
+
+def _reporter(cfg: DictConfig, dims: dict[str, Any]) -> Any:
+    """Ray's live trial table: one row per trial with its searched params and latest scores."""
+    import sys
+
+    from ray.tune import CLIReporter
+
+    metric = str(cfg.tune.metric)
+    metrics = {"epoch": "epoch", metric: metric}
+    for extra in ("val_f1", "val_loss", "img_per_s"):
+        metrics.setdefault(extra, extra)
+    return CLIReporter(
+        metric_columns=metrics,
+        parameter_columns={path.replace(".", "/"): path for path in dims},  # Ray flattens with "/"
+        max_report_frequency=10 if sys.stdout.isatty() else 30,
+        sort_by_metric=True,  # metric and mode come from TuneConfig
+        max_progress_rows=30,
+    )
+
+
+def trial_dirname(trial: Any) -> str:
+    """``trial_<id>``: short, unique, and how the leaderboard finds a trial that never reported."""
+    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
+
+
+def _start_tracking(
+    cfg: DictConfig, runs: Path, record: SearchRecord, resume: bool
+) -> tuple[tracking.Tracker | None, list[Any]]:
+    """Open (or re-open) the MLflow parent run; returns the tracker and the Tune callbacks."""
+    if not cfg.mlflow.enabled:
+        return None, []
+    if resume:
+        if not (record.tracking_uri and record.parent_run_id):
+            return None, []
+        tracker = tracking.Tracker(record.tracking_uri)
+        tracking.reopen_run(tracker, record.parent_run_id)
+        return tracker, []  # the trial callback is restored with the Tuner
+    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri, runs)
+    tracker = tracking.Tracker(uri)
+    exp_id = tracking.ensure_experiment(tracker, str(cfg.mlflow.experiment), runs)
+    tags = {
+        "space": str(cfg.space),
+        "trainable": str(cfg.trainable.name),
+        "experiment": str(cfg.experiment),
+        "search_alg": resolve_search_alg(cfg),
+        "scheduler": str(cfg.scheduler.name),
+        "data": str(cfg.data),
+        "ray_path": record.ray_path,
+    }
+    parent = (
+        tracking.start_parent_run(tracker, exp_id, str(cfg.experiment), _parent_params(cfg), tags)
+        if exp_id
+        else None
+    )
+    if parent is None:
+        log.warning(
+            "MLflow at %s is unreachable: this search runs untracked (its leaderboard is still saved)", uri
+        )
+        return None, []
+    record.tracking_uri, record.mlflow_experiment_id, record.parent_run_id = uri, exp_id, parent
+    child_tags = {k: tags[k] for k in ("space", "trainable", "experiment")}
+    callback = tracking.MlflowTrialCallback(
+        uri, exp_id, parent, child_tags, str(cfg.tune.metric), str(cfg.tune.mode), max_epochs(cfg)
+    )
+    return tracker, [callback]
+
+
+def _parent_params(cfg: DictConfig) -> dict[str, Any]:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("search", None)
+    plain.pop("description", None)
+    params = flatten(plain)
+    params["tune.search_alg"] = resolve_search_alg(cfg)
+    for path, dim in dimensions(cfg).items():
+        params[f"search.{path}"] = dim.describe()
+        params.pop(f"trainable.{path}", None)  # searched: the child runs hold the values
+    return params
+
+
+def _summarise(cfg: DictConfig, results: Any, out_dir: Path, record: SearchRecord) -> SearchOutcome:
+    dims = dimensions(cfg)
+    metric, mode = str(cfg.tune.metric), str(cfg.tune.mode)
+    histories = trial_histories(results)
+    board = build_leaderboard(
+        results,
+        list(dims),
+        metric=metric,
+        mode=mode,
+        max_epochs=max_epochs(cfg),
+        histories=histories,
+        statuses=ray_statuses(record.ray_path),
+    )
+    files = [save_leaderboard(board, out_dir / "leaderboard.csv")]
+    title = f"{cfg.space} ({cfg.experiment})"
+    if not board.empty and board[metric].notna().any():
+        if dims and all(d.is_grid for d in dims.values()):
+            base = {p: get_path(trainable_config(cfg), p) for p in dims}
+            files.append(
+                plot_ablation(
+                    board, dims, base, out_dir / "ablation.png", metric=metric, mode=mode, title=title
+                )
+            )
+        else:
+            files.append(
+                plot_params(board, dims, out_dir / "params.png", metric=metric, mode=mode, title=title)
+            )
+        files.append(plot_curves(histories, out_dir / "curves.png", metric=metric, mode=mode, title=title))
+    return SearchOutcome(
+        experiment=str(cfg.experiment),
+        leaderboard=board,
+        histories=histories,
+        out_dir=out_dir,
+        ray_path=record.ray_path,
+        tracking_uri=record.tracking_uri,
+        parent_run_id=record.parent_run_id,
+        files=files,
+        trial_epochs=total_epochs(histories),
+    )
+
+
+def _finish_parent(
+    tracker: tracking.Tracker, record: SearchRecord, outcome: SearchOutcome, cfg: DictConfig
+) -> None:
+    board, metric = outcome.leaderboard, str(cfg.tune.metric)
+    metrics: dict[str, float] = {
+        "n_trials": float(len(board)),
+        "n_errors": float((board["status"] == "error").sum()) if not board.empty else 0.0,
+        "n_stopped": float((board["status"] == "stopped").sum()) if not board.empty else 0.0,
+        "trial_epochs": float(outcome.trial_epochs),
+    }
+    if outcome.best is not None:
+        metrics[f"best_{metric}"] = float(outcome.best[metric])
+    files = [*outcome.files, outcome.out_dir / CONFIG_FILE]
+    status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(record.status, "FAILED")
+    tracking.finish_run(tracker, record.parent_run_id, metrics=metrics, artifacts=files, status=status)

@@ -1,0 +1,51 @@
+"""``python -m trainables.data``: folds, inspect, cache, check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trainables.data import Dataset
+from trainables.data.__main__ import main
+
+
+def test_folds_command_writes_the_csv(
+    synthetic: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "folds.csv"
+    assert main(["folds", "synthetic", "--k", "5", "--seed", "0", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert df.columns[:4].tolist() == ["image_path", "target", "group", "fold"]
+    assert len(df) == len(synthetic.train) and sorted(df["fold"].unique()) == [0, 1, 2, 3, 4]
+    printed = capsys.readouterr().out
+    assert "folds hash:" in printed and synthetic.fingerprint in printed
+    assert out.with_suffix(".json").is_file()
+
+
+def test_inspect_command_writes_the_report(synthetic: Dataset, tmp_path: Path) -> None:
+    assert main(["inspect", "synthetic", "--out", str(tmp_path / "eda")]) == 0
+    report = (tmp_path / "eda" / "report.md").read_text()
+    for name in ("class_counts", "image_sizes", "color_modes", "brightness", "duplicates", "samples_00"):
+        assert (tmp_path / "eda" / f"{name}.png").stat().st_size > 5000, name
+        assert f"({name}.png)" in report
+    assert "12 set(s)" in report and "| train | RGB" in report
+
+
+def test_cache_and_check_commands(competition: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cache", str(competition), "--size", "30"]) == 0
+    assert main(["cache", str(competition), "--size", "30", "--split", "train"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "built" in out[0] and "found" in out[2]
+    assert main(["check", str(competition)]) == 0
+    assert "fingerprint=" in capsys.readouterr().out
+
+
+def test_bad_data_exits_2_with_the_message(competition: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (competition / "train" / "bus" / "bus_0.png").write_text("oops")
+    assert main(["check", str(competition)]) == 2
+    err = capsys.readouterr().err
+    assert "bus_0.png" in err and "skip_bad" in err
+    assert main(["check", str(competition), "--skip-bad"]) == 0
+    assert "skipped" in capsys.readouterr().out

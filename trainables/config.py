@@ -1,0 +1,203 @@
+"""The trial config: one plain dict, its defaults, and its validation.
+
+A config is flat except for ``aug``. Keys may also arrive dotted (``"aug.cutmix": 0.5``), as a
+search space or a ``key=value`` command line writes them; :func:`resolve_config` folds them in.
+Unknown keys are an error that lists the valid ones, so a typo in a search space fails at once
+instead of silently training the default.
+
+=================== ========================== ===============================================================
+key                 default                    meaning
+=================== ========================== ===============================================================
+data                ``"synthetic"``            data spec for ``trainables.data.load_dataset`` (use absolute paths under Ray)
+fold                ``0``                      validation fold; ``-1``/``None`` trains on every row, no validation (refits)
+k                   ``5``                      number of folds
+folds_seed          ``0``                      seed of the fold assignment
+group_pattern       ``None``                   regex whose first group is the leakage group of an image path
+backbone            ``"tf_efficientnet_lite0"`` any ``timm`` model name
+pretrained          ``True``                   builtin offline weights if the backbone has them, else timm's hub
+pretrained_path     ``None``                   local weights file (or trainable checkpoint dir); wins over ``pretrained``
+image_size          ``128``                    side of the square decoded cache and of the network input
+epochs              ``10``                     training epochs
+batch_size          ``64``                     training batch size (evaluation uses twice this)
+optimizer           ``"adamw"``                ``adamw`` or ``sgd`` (nesterov momentum)
+lr                  ``3e-4``                   peak learning rate
+weight_decay        ``0.05``                   decoupled for AdamW; norm and bias parameters are exempt
+momentum            ``0.9``                    SGD momentum
+schedule            ``"cosine"``               ``cosine`` (per step), ``step``, ``plateau`` (on val loss) or ``none``
+warmup_epochs       ``1``                      linear warmup from ``lr / 100``; applies to every schedule
+step_size           ``3``                      epochs between decays (``step``) or patience (``plateau``)
+gamma               ``0.1``                    decay factor (``step``, ``plateau``)
+drop_rate           ``0.0``                    dropout before the classifier
+drop_path_rate      ``0.0``                    stochastic depth (models that support it)
+label_smoothing     ``0.1``                    on hard and on mixed targets
+seed                ``0``                      seeds model init, data order, augmentation, mixing
+num_workers         ``"auto"``                 DataLoader workers; ``auto`` sizes them to the trial's CPU share
+amp                 ``"auto"``                 ``auto`` (bf16/fp16 on CUDA, off on CPU), ``bf16``, ``fp16``, ``false``
+device              ``"auto"``                 ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1`` ...
+tta_flip            ``False``                  average with the horizontally flipped view at validation/predict
+aug.hflip           ``True``                   random horizontal flip
+aug.sketch_ab       ``False``                  "Sketch Albumentations": affine, elastic, noise, motion blur
+aug.edge            ``False``                  Canny edge map, black lines on white, at train and eval
+aug.cutmix          ``0.0``                    probability of CutMix per batch
+aug.mixup           ``0.0``                    probability of MixUp per batch
+aug.mix_alpha       ``1.0``                    Beta(alpha, alpha) of the mixing ratio
+aug.balance         ``True``                   fill short classes up to the largest with copies (the reference's balancing)
+aug.randaug_balance ``False``                  fill copies are RandAugment-style augmented, not flipped (implies balance)
+aug.del_flip        ``False``                  drop the training rows the data layer marked duplicate
+=================== ========================== ===============================================================
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+AUG_DEFAULTS: dict[str, Any] = {
+    "hflip": True,
+    "sketch_ab": False,
+    "edge": False,
+    "cutmix": 0.0,
+    "mixup": 0.0,
+    "mix_alpha": 1.0,
+    "balance": True,
+    "randaug_balance": False,
+    "del_flip": False,
+}
+
+BASE_DEFAULTS: dict[str, Any] = {
+    "data": "synthetic",
+    "fold": 0,
+    "k": 5,
+    "folds_seed": 0,
+    "group_pattern": None,
+    "backbone": "tf_efficientnet_lite0",
+    "pretrained": True,
+    "pretrained_path": None,
+    "image_size": 128,
+    "epochs": 10,
+    "batch_size": 64,
+    "optimizer": "adamw",
+    "lr": 3e-4,
+    "weight_decay": 0.05,
+    "momentum": 0.9,
+    "schedule": "cosine",
+    "warmup_epochs": 1,
+    "step_size": 3,
+    "gamma": 0.1,
+    "drop_rate": 0.0,
+    "drop_path_rate": 0.0,
+    "label_smoothing": 0.1,
+    "seed": 0,
+    "num_workers": "auto",
+    "amp": "auto",
+    "device": "auto",
+    "tta_flip": False,
+    "aug": AUG_DEFAULTS,
+}
+
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "optimizer": ("adamw", "sgd"),
+    "schedule": ("cosine", "step", "plateau", "none"),
+    "amp": ("auto", "bf16", "fp16", True, False),
+}
+
+
+def merge_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Apply ``overrides`` (nested or dotted ``aug.*`` keys) to a copy of ``defaults``.
+
+    Args:
+        defaults: A complete config, e.g. from ``default_config(name)``.
+        overrides: Keys to change; ``None`` changes nothing.
+
+    Returns:
+        A new dict with the same keys as ``defaults``.
+
+    Raises:
+        ValueError: A key is not in ``defaults``; the message lists the valid keys.
+    """
+    out = copy.deepcopy(dict(defaults))
+    unknown: list[str] = []
+    for key, value in (overrides or {}).items():
+        head, _, rest = str(key).partition(".")
+        if rest:
+            if not isinstance(out.get(head), dict) or rest not in out[head]:
+                unknown.append(key)
+            else:
+                out[head][rest] = value
+        elif key not in out:
+            unknown.append(key)
+        elif isinstance(out[key], dict):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"config key {key!r} must be a mapping, got {value!r}")
+            bad = sorted(set(value) - set(out[key]))
+            unknown += [f"{key}.{b}" for b in bad]
+            out[key].update({k: v for k, v in value.items() if k in out[key]})
+        else:
+            out[key] = value
+    if unknown:
+        raise ValueError(f"unknown config key(s) {sorted(unknown)}; valid keys: {_key_list(defaults)}")
+    return out
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Check the values of a complete config, naming the key and the allowed values on error.
+
+    Args:
+        config: A config returned by :func:`merge_config`.
+
+    Raises:
+        ValueError: A value is out of range or not one of the allowed choices.
+    """
+    for key, choices in _CHOICES.items():
+        if config[key] not in choices:
+            raise ValueError(f"config {key}={config[key]!r} is not one of {list(choices)}")
+    for key in ("epochs", "batch_size", "image_size", "k"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"config {key}={config[key]!r} must be a positive integer")
+    if config["image_size"] < 16:
+        raise ValueError(f"config image_size={config['image_size']} is too small; use 16 or more")
+    fold = config["fold"]
+    if fold is not None and not (fold == -1 or 0 <= int(fold) < config["k"]):
+        raise ValueError(f"config fold={fold} must be -1/None (train on all rows) or in [0, k={config['k']})")
+    if not (isinstance(config["lr"], (int, float)) and config["lr"] > 0):
+        raise ValueError(f"config lr={config['lr']!r} must be a positive number")
+    nw = config["num_workers"]
+    if nw != "auto" and not (isinstance(nw, int) and nw >= 0):
+        raise ValueError(f"config num_workers={nw!r} must be 'auto' or an integer >= 0")
+    for key in ("drop_rate", "drop_path_rate", "label_smoothing"):
+        if not 0.0 <= float(config[key]) < 1.0:
+            raise ValueError(f"config {key}={config[key]!r} must be in [0, 1)")
+    aug = config["aug"]
+    for key in ("cutmix", "mixup"):
+        if not 0.0 <= float(aug[key]) <= 1.0:
+            raise ValueError(f"config aug.{key}={aug[key]!r} is a probability; use a value in [0, 1]")
+    if float(aug["mix_alpha"]) <= 0:
+        raise ValueError(f"config aug.mix_alpha={aug['mix_alpha']!r} must be > 0")
+
+
+def resolve_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Merge overrides into the defaults and validate the result (see the module table).
+
+    Args:
+        defaults: The trainable's defaults.
+        overrides: The user's keys (nested or dotted).
+
+    Returns:
+        The complete, validated config.
+    """
+    config = merge_config(defaults, overrides)
+    validate_config(config)
+    return config
+
+
+def train_on_all(config: Mapping[str, Any]) -> bool:
+    """Whether the config asks for a refit on every row (``fold`` is -1 or None)."""
+    return config["fold"] is None or int(config["fold"]) < 0
+
+
+def _key_list(defaults: Mapping[str, Any]) -> list[str]:
+    keys: list[str] = []
+    for key, value in defaults.items():
+        keys += [f"{key}.{k}" for k in value] if isinstance(value, dict) else [key]
+    return keys

@@ -1,0 +1,60 @@
+"""The data layer: datasets behind one interface, a decoded image cache, group-aware folds, EDA.
+
+Numpy, PIL, OpenCV, pandas and scikit-learn only; no torch, so every stage may import it.
+
+Example:
+    >>> from trainables.data import load_dataset, decoded_images, folds_for
+    >>> ds = load_dataset("synthetic")               # or a competition / class-folder directory
+    >>> imgs = decoded_images(ds, "train", size=128)  # (N, 128, 128, 3) uint8, read-only memmap
+    >>> folds = folds_for(ds, k=5, seed=0)            # image_path,target,group,fold,duplicate,...
+"""
+
+from __future__ import annotations
+
+from ._cache import cache_path, cache_sidecar, cache_stats, decoded_images
+from ._dataset import Dataset, load_dataset
+from ._dedup import find_duplicates
+from ._errors import BadDataError, DataFormatError
+from ._folds import (
+    GROUP_PATTERNS,
+    SKETCHY_GROUP_PATTERN,
+    base_groups,
+    fold_indices,
+    folds_for,
+    folds_hash,
+    make_folds,
+    read_folds,
+    write_folds,
+)
+from ._images import fit_square, read_rgb
+from ._inspect import inspect_dataset
+from ._io import runs_dir
+from ._synthetic import ensure_synthetic, generate_synthetic, synthetic_meta
+
+__all__ = [
+    "GROUP_PATTERNS",
+    "SKETCHY_GROUP_PATTERN",
+    "BadDataError",
+    "DataFormatError",
+    "Dataset",
+    "base_groups",
+    "cache_path",
+    "cache_sidecar",
+    "cache_stats",
+    "decoded_images",
+    "ensure_synthetic",
+    "find_duplicates",
+    "fit_square",
+    "fold_indices",
+    "folds_for",
+    "folds_hash",
+    "generate_synthetic",
+    "inspect_dataset",
+    "load_dataset",
+    "make_folds",
+    "read_folds",
+    "read_rgb",
+    "runs_dir",
+    "synthetic_meta",
+    "write_folds",
+]

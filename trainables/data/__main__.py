@@ -1,0 +1,137 @@
+"""Command line of the data layer.
+
+Usage::
+
+    python -m trainables.data folds   <data> [--k 5] [--seed 0] [--group-pattern RE] [--out folds.csv]
+    python -m trainables.data inspect <data> [--out DIR]
+    python -m trainables.data cache   <data> [--size 128] [--split train test]
+    python -m trainables.data check   <data>
+
+``<data>`` is ``synthetic`` (the built-in set) or a dataset folder. ``--skip-bad`` drops missing
+or corrupt files instead of stopping on them. Exit status: 0 done, 2 bad input (the message
+says what and how to fix it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from ._cache import cache_path, cache_stats, decoded_images
+from ._dataset import Dataset, load_dataset
+from ._errors import BadDataError, DataFormatError
+from ._folds import GROUP_PATTERNS, folds_for, write_folds
+from ._inspect import inspect_dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one data command; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            ds = load_dataset(args.data, skip_bad=args.skip_bad)
+            status = int(args.run(ds, args) or 0)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+        return status
+    except (BadDataError, DataFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad options (k, size, pattern): same clear exit, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainables.data", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_: str, run) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("data", help="'synthetic' or a dataset folder (competition CSVs or class folders)")
+        p.add_argument(
+            "--skip-bad", action="store_true", help="skip missing/corrupt files instead of failing"
+        )
+        p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+        p.set_defaults(run=run)
+        return p
+
+    p = command("folds", "Assign group-aware stratified folds and write them as CSV.", _folds)
+    p.add_argument("--k", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument(
+        "--group-pattern",
+        default=None,
+        help="regex over file names whose group 'group' (or first group) is the leakage group; "
+        f"or a name: {', '.join(f'{k} = {v}' for k, v in GROUP_PATTERNS.items())}",
+    )
+    p.add_argument("--no-dedup", action="store_true", help="do not group near-duplicate copies")
+    p.add_argument(
+        "--drop-duplicates", action="store_true", help="leave out all but one image of each duplicate set"
+    )
+    p.add_argument("--out", default=None, help="CSV to write (default: the cache under runs/folds/)")
+
+    p = command("inspect", "Write the EDA report (PNG plots + report.md).", _inspect)
+    p.add_argument("--out", default=None, help="output folder (default runs/reports/<name>-<fingerprint>)")
+
+    p = command("cache", "Build (or find) the decoded image cache.", _cache)
+    p.add_argument("--size", type=int, default=128, help="side of the square images (default 128)")
+    p.add_argument("--split", nargs="+", default=["train", "test"], choices=["train", "test"])
+
+    command("check", "Check every file and print the dataset's summary and fingerprint.", _check)
+    return parser
+
+
+def _folds(ds: Dataset, args: argparse.Namespace) -> int:
+    df = folds_for(
+        ds,
+        args.k,
+        args.seed,
+        args.group_pattern,
+        dedup=not args.no_dedup,
+        drop_duplicates=args.drop_duplicates,
+    )
+    path = write_folds(df, args.out) if args.out else df.attrs["path"]
+    sizes = df["fold"].value_counts().sort_index()
+    print(
+        f"{path}: {len(df)} rows, {df['group'].nunique()} groups, {df.attrs.get('duplicate_sets', 0)} duplicate set(s)"
+    )
+    if len(sizes) <= 10:
+        print("fold sizes: " + ", ".join(f"{f}: {n}" for f, n in sizes.items()))
+    else:
+        print(f"fold sizes: {sizes.min()} to {sizes.max()} rows over {len(sizes)} folds")
+    print(f"folds hash: {df.attrs['hash']}  data fingerprint: {ds.fingerprint}")
+    return 0
+
+
+def _inspect(ds: Dataset, args: argparse.Namespace) -> int:
+    print(inspect_dataset(ds, args.out))
+    return 0
+
+
+def _cache(ds: Dataset, args: argparse.Namespace) -> int:
+    for split in args.split:
+        if split == "test" and ds.test is None:
+            continue
+        before = cache_stats()["hits"]
+        images = decoded_images(ds, split, args.size)
+        state = "found" if cache_stats()["hits"] > before else "built"
+        print(f"{split}: {images.shape} {state} {cache_path(ds, split, args.size)}")
+    return 0
+
+
+def _check(ds: Dataset, args: argparse.Namespace) -> int:
+    print(ds)
+    for path, reason in ds.skipped:
+        print(f"skipped {path}: {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

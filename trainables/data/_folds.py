@@ -1,0 +1,334 @@
+"""Group-aware stratified K-fold: copies and re-drawings of one source never straddle a fold boundary.
+
+A row's group comes from, in order: a ``group`` column in train.csv; else ``group_pattern`` (a
+regex over the file name); else the row alone. Near-duplicate sets (flipped or resized copies,
+see ``_dedup``) then merge the groups they touch. scikit-learn's ``StratifiedGroupKFold``
+assigns whole groups to folds while keeping class proportions close to the whole set's.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import re
+import warnings
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from ._dataset import Dataset
+from ._dedup import DEFAULT_MAX_DISTANCE, find_duplicates
+from ._errors import DataFormatError, listing
+from ._io import atomic_path, file_lock, read_json, runs_dir, short_hash, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+# Sketchy file names are <wnid>_<photo>-<k>: sketches of one photo by different people.
+SKETCHY_GROUP_PATTERN = r"^(?P<group>.+)-\d+$"
+# Names accepted in place of a regex (e.g. ``group_pattern: sketchy`` in a config).
+GROUP_PATTERNS = {"sketchy": SKETCHY_GROUP_PATTERN}
+FOLD_COLUMNS = ["image_path", "target", "group", "fold", "duplicate", "duplicate_of", "row"]
+_FOLDS_VERSION = 1
+
+
+def base_groups(ds: Dataset, group_pattern: str | None = None) -> pd.Series:
+    """The group of every training row before near-duplicates are merged in.
+
+    Args:
+        ds: The dataset.
+        group_pattern: A regex searched in each file's stem (name without extension), falling
+            back to the whole ``image_path``; the named group ``group``, else the first group,
+            else the whole match is the key. Ignored when train.csv has a ``group`` column.
+            A name from :data:`GROUP_PATTERNS` stands for its regex: ``"sketchy"`` is
+            :data:`SKETCHY_GROUP_PATTERN` (``<wnid>_<photo>-<k>``: one group per photo).
+
+    Returns:
+        String keys in train order. Rows without a key are their own group (``image_path``).
+
+    Raises:
+        ValueError: The pattern is not a valid regex.
+    """
+    paths = ds.train["image_path"]
+    if "group" in ds.train.columns:
+        if group_pattern:
+            log.warning("train.csv has a group column; group_pattern %r is ignored", group_pattern)
+        return ds.train["group"].astype(str).rename("group")
+    if not group_pattern:
+        return paths.astype(str).rename("group")
+    try:
+        regex = re.compile(GROUP_PATTERNS.get(group_pattern, group_pattern))
+    except re.error as exc:
+        raise ValueError(f"group_pattern {group_pattern!r} is not a valid regular expression: {exc}") from exc
+    keys, unmatched = [], []
+    for path in paths:
+        match = regex.search(PurePosixPath(path).stem) or regex.search(path)
+        if match is None:
+            unmatched.append(path)
+            keys.append(path)
+        else:
+            keys.append(_group_key(match))
+    if unmatched:
+        log.warning(
+            "group_pattern %r matched neither the file name nor the path of %d of %d rows; "
+            "each of those is its own group: %s",
+            group_pattern, len(unmatched), len(paths), listing(unmatched, 5),
+        )  # fmt: skip
+    return pd.Series(keys, index=paths.index, name="group", dtype=str)
+
+
+def _group_key(match: re.Match[str]) -> str:
+    if "group" in match.re.groupindex:
+        return match.group("group")
+    return match.group(1) if match.re.groups else match.group(0)
+
+
+def make_folds(
+    ds: Dataset,
+    k: int = 5,
+    seed: int = 0,
+    group_pattern: str | None = None,
+    dedup: bool = True,
+    drop_duplicates: bool = False,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+) -> pd.DataFrame:
+    """Assign every training row to one of ``k`` folds, keeping groups and duplicate sets whole.
+
+    Same inputs, same folds. Classes with fewer groups than ``k`` cannot appear in every
+    validation fold; they are kept and a warning names how many there are.
+
+    Args:
+        ds: The dataset.
+        k: Number of folds (at least 2).
+        seed: Seed of ``StratifiedGroupKFold``'s shuffle.
+        group_pattern: See :func:`base_groups`.
+        dedup: Find flipped/resized copies inside each class and put each set in one group.
+        drop_duplicates: Leave out every copy but the first of each set (the rows are removed;
+            ``row`` still points into ``ds.train``).
+        max_distance: Near-duplicate threshold, see :func:`find_duplicates`.
+
+    Returns:
+        A DataFrame in train order with ``image_path, target, group, fold`` (0..k-1),
+        ``duplicate`` (True for each copy but the first of a set), ``duplicate_of`` (that first
+        row's ``image_path``, or ``""``) and ``row`` (the row number in ``ds.train``, and so in
+        the decoded cache). ``attrs["hash"]`` holds :func:`folds_hash`.
+
+    Raises:
+        ValueError: ``k`` < 2, or fewer groups than folds.
+    """
+    k, seed = _check_k_seed(k, seed)
+    groups = base_groups(ds, group_pattern).to_numpy(dtype=object)
+    targets = ds.train["target"].to_numpy()
+    n = len(targets)
+    duplicate = np.zeros(n, dtype=bool)
+    duplicate_of = np.full(n, "", dtype=object)
+    dup_sets = find_duplicates(ds, max_distance=max_distance) if dedup else []
+    if dup_sets:
+        groups = _merge_groups(groups, dup_sets)
+        for members in dup_sets:
+            duplicate[members[1:]] = True
+            duplicate_of[members[1:]] = ds.train["image_path"].iloc[members[0]]
+    fold = _assign(targets, groups, k, seed, ds.classes)
+    df = pd.DataFrame(
+        {
+            "image_path": ds.train["image_path"].to_numpy(),
+            "target": targets,
+            "group": groups.astype(str),
+            "fold": fold,
+            "duplicate": duplicate,
+            "duplicate_of": duplicate_of.astype(str),
+            "row": np.arange(n),
+        }
+    )
+    if drop_duplicates:
+        df = df[~df["duplicate"]].reset_index(drop=True)
+    df.attrs.update(
+        _attrs(ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance), hash=folds_hash(df)
+    )
+    df.attrs["duplicate_sets"] = len(dup_sets)
+    return df
+
+
+def _check_k_seed(k: int, seed: int) -> tuple[int, int]:
+    try:
+        k, seed = operator.index(k), operator.index(seed)  # numpy integers from a search space are fine
+    except TypeError:
+        raise ValueError(f"k={k!r} and seed={seed!r} must be integers") from None
+    if k < 2:
+        raise ValueError(f"k={k}: need at least 2 folds")
+    return k, seed
+
+
+def _merge_groups(groups: np.ndarray, dup_sets: list[list[int]]) -> np.ndarray:
+    """Union the groups that a duplicate set touches; the merged group keeps its smallest key."""
+    parent: dict[str, str] = {}
+
+    def root(g: str) -> str:
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    for members in dup_sets:
+        keys = sorted({root(groups[i]) for i in members})
+        for other in keys[1:]:
+            parent[other] = keys[0]
+    return np.array([root(g) for g in groups], dtype=object)
+
+
+def _assign(targets: np.ndarray, groups: np.ndarray, k: int, seed: int, classes: list[str]) -> np.ndarray:
+    codes, uniques = pd.factorize(pd.Series(groups), sort=True)
+    if len(uniques) < k:
+        raise ValueError(f"only {len(uniques)} group(s) for k={k} folds; lower k or check group_pattern")
+    per_class = pd.Series(codes).groupby(targets).nunique()
+    short = per_class[per_class < k]
+    if len(short):
+        warnings.warn(
+            f"{len(short)} of {len(per_class)} classes have fewer than k={k} groups and are missing from "
+            f"some validation folds: {listing([f'{classes[t]} ({n})' for t, n in short.items()], 8)}",
+            stacklevel=3,
+        )
+    # Imported here: scikit-learn costs ~1 s to import, and most processes only read cached folds.
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    splitter: StratifiedGroupKFold | GroupKFold = StratifiedGroupKFold(
+        n_splits=k, shuffle=True, random_state=seed
+    )
+    if (np.bincount(targets) < k).all():
+        # sklearn refuses to stratify when every class is smaller than k; nothing to stratify then.
+        splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold = np.full(len(targets), -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        # Reported above, per class, in one line; sklearn repeats it for the least populated class.
+        warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
+        for f, (_, val) in enumerate(splitter.split(np.zeros(len(targets)), targets, codes)):
+            fold[val] = f
+    return fold
+
+
+def _attrs(
+    ds: Dataset, k: int, seed: int, group_pattern: str | None, dedup: bool, drop: bool, max_distance: int
+) -> dict[str, object]:
+    return {
+        "dataset": ds.name,
+        "fingerprint": ds.fingerprint,
+        "k": k,
+        "seed": seed,
+        "group_pattern": group_pattern,
+        "dedup": dedup,
+        "drop_duplicates": drop,
+        "max_distance": max_distance,
+        "version": _FOLDS_VERSION,
+    }
+
+
+def folds_hash(df: pd.DataFrame) -> str:
+    """The hash of a fold assignment: which row (``image_path``, ``target``) is in which fold,
+    and which rows are marked duplicate. Artifacts fit on different folds have different hashes.
+    """
+    cols = ["image_path", "target", "fold"] + (["duplicate"] if "duplicate" in df.columns else [])
+    return short_hash("folds", df[cols].to_csv(index=False, lineterminator="\n"))
+
+
+def fold_indices(
+    folds: pd.DataFrame, fold: int, *, drop_duplicates: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation row numbers (into ``ds.train`` and its cache) for one fold.
+
+    Args:
+        folds: A table from :func:`folds_for` / :func:`make_folds`.
+        fold: The validation fold; ``-1`` trains on every row and validates on none.
+        drop_duplicates: Also leave duplicate copies out of training ("del flip"); they stay in
+            validation, where they are honest (their set is all in that fold).
+
+    Returns:
+        ``(train_rows, val_rows)``, sorted int64 arrays.
+    """
+    rows = folds["row"].to_numpy() if "row" in folds.columns else np.arange(len(folds))
+    in_val = folds["fold"].to_numpy() == fold
+    keep = ~folds["duplicate"].to_numpy() if drop_duplicates and "duplicate" in folds.columns else True
+    return np.sort(rows[~in_val & keep]), np.sort(rows[in_val])
+
+
+def folds_for(
+    ds: Dataset,
+    k: int = 5,
+    seed: int = 0,
+    group_pattern: str | None = None,
+    dedup: bool = True,
+    drop_duplicates: bool = False,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+) -> pd.DataFrame:
+    """:func:`make_folds`, cached as a CSV (plus a JSON with its hash) under ``runs_dir()/folds``.
+
+    The file name holds the dataset fingerprint and a hash of the options, so every trial of a
+    search reads the same folds, and a change to the data or the options makes new ones. A lock
+    lets one process compute them while the others wait.
+
+    Returns:
+        As :func:`make_folds`; ``attrs["hash"]`` is checked against the stored hash on reading,
+        and ``attrs["path"]`` is the CSV.
+    """
+    k, seed = _check_k_seed(k, seed)
+    attrs = _attrs(ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance)
+    path = (
+        runs_dir()
+        / "folds"
+        / f"{ds.name}-{ds.fingerprint}-k{k}-s{seed}-{short_hash(sorted(attrs.items()), length=10)}.csv"
+    )
+    df = _read_folds(path)
+    if df is None:
+        with file_lock(path.with_suffix(".lock")):
+            df = _read_folds(path)
+            if df is None:
+                df = make_folds(ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance)
+                write_folds(df, path)
+    df.attrs["path"] = str(path)
+    return df
+
+
+def write_folds(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a folds table as CSV, atomically, with a JSON beside it (``.json``) holding its hash and options."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        df[[c for c in FOLD_COLUMNS if c in df.columns]].to_csv(tmp, index=False, lineterminator="\n")
+    meta = {key: value for key, value in df.attrs.items() if key != "path"}
+    meta.update(hash=folds_hash(df), rows=len(df), groups=int(df["group"].nunique()), csv=path.name)
+    meta["fold_sizes"] = df["fold"].value_counts().sort_index().astype(int).tolist()
+    write_json_atomic(path.with_suffix(".json"), meta)
+    return path
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    """Read a folds CSV written by :func:`write_folds` (or any ``image_path,target,group,fold`` CSV).
+
+    Raises:
+        DataFormatError: Required columns are missing, or the CSV does not match its stored hash.
+    """
+    path = Path(path)
+    df = pd.read_csv(
+        path, dtype={"image_path": str, "group": str, "duplicate_of": str}, keep_default_na=False
+    )
+    missing = [c for c in ("image_path", "target", "fold") if c not in df.columns]
+    if missing:
+        raise DataFormatError(f"{path} lacks folds column(s) {missing}; found {list(df.columns)}")
+    if "duplicate" in df.columns:
+        df["duplicate"] = df["duplicate"].astype(str).str.lower().eq("true")
+    meta = read_json(path.with_suffix(".json")) or {}
+    df.attrs.update(meta)
+    digest = folds_hash(df)
+    if meta.get("hash") not in (None, digest):
+        raise DataFormatError(
+            f"{path} does not match the hash stored in {path.with_suffix('.json')}; it was edited"
+        )
+    df.attrs["hash"] = digest
+    return df
+
+
+def _read_folds(path: Path) -> pd.DataFrame | None:
+    if not (path.is_file() and path.with_suffix(".json").is_file()):
+        return None
+    try:
+        return read_folds(path)
+    except (DataFormatError, ValueError, OSError) as exc:
+        log.warning("ignoring cached folds %s (%s); recomputing", path, exc)
+        return None
