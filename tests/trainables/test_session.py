@@ -42,7 +42,10 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     # Workers must write where this test session does (the built-in set and caches are there).
     env = {"RUNS_DIR": os.environ["RUNS_DIR"]}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    # Another test package may have left its session-wide Ray up; this test needs its own env vars.
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
 
