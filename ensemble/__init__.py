@@ -32,6 +32,7 @@ from ensemble.artifacts import (
     read_artifact,
     runs_dir,
     write_artifact,
+    write_submission,
 )
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ __all__ = [
     "runs_dir",
     "score_proba",
     "write_artifact",
+    "write_submission",
 ]
 
 

@@ -178,8 +178,12 @@ def _check_y(y: np.ndarray, stack: ProbStack) -> np.ndarray:
 
 def progress(total: int, desc: str, enabled: bool) -> Any:
     """A transient tqdm bar (``update``/``close``); silent when not ``enabled``."""
+    import sys
+
     from tqdm.auto import tqdm
 
     # Redraw on every update: these bars tick once per generation or selection step (a few
-    # hundred at most), and a bar that lags behind slow generations reads as a hang.
+    # hundred at most), and a bar that lags behind slow generations reads as a hang. Only on a
+    # terminal: in a log file every redraw would be a line of its own.
+    enabled = enabled and sys.stderr.isatty()
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, mininterval=0)

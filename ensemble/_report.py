@@ -17,7 +17,7 @@ import numpy as np
 from ensemble._evaluate import MethodResult
 from ensemble._io import atomic_path, atomic_write_text
 from ensemble._metrics import METRICS
-from ensemble.artifacts import Artifact, _jsonable
+from ensemble.artifacts import Artifact, _jsonable, write_submission
 
 __all__ = ["RunSummary", "comparison_rows", "print_comparison", "write_outputs"]
 
@@ -286,24 +286,6 @@ def plot_weights(summary: RunSummary, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    return path
-
-
-def write_submission(path: Path, image_paths: Sequence[str], labels: np.ndarray) -> Path:
-    """``ID,image_path,target`` in test.csv order (ID = row number, target = class index)."""
-    import pandas as pd
-
-    if len(image_paths) != len(labels):
-        raise ValueError(f"{len(image_paths)} test image paths but {len(labels)} predictions")
-    frame = pd.DataFrame(
-        {
-            "ID": np.arange(len(labels)),
-            "image_path": list(image_paths),
-            "target": np.asarray(labels, dtype=np.int64),
-        }
-    )
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
     return path
 
 

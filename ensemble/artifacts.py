@@ -20,6 +20,7 @@ Layout of one artifact, ``$RUNS_DIR/oof/<experiment>/<model_id>/``::
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -327,6 +328,35 @@ def write_artifact(
         (directory / TEST_FILE).unlink(missing_ok=True)  # a stale test.npy from an older write
     atomic_write_text(directory / META_FILE, json.dumps(meta, indent=1, allow_nan=False) + "\n")
     return directory
+
+
+def write_submission(
+    path: str | Path, image_paths: Sequence[str], labels: np.ndarray | Sequence[int]
+) -> Path:
+    """Write a submission: ``ID,image_path,target`` in test.csv order, atomically.
+
+    ``ID`` is the row number and ``target`` the class index (``classes[target]`` is its name),
+    as train.csv's ``target`` column. Single models (the OOF stage) and ensembles write the same file.
+
+    Args:
+        path: Destination CSV.
+        image_paths: test.csv's ``image_path`` column, in order.
+        labels: Predicted class index per test row.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: The two columns differ in length.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(image_paths) != len(labels):
+        raise ValueError(f"{len(image_paths)} test image paths but {len(labels)} predictions")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ID", "image_path", "target"])
+        writer.writerows((i, p, int(t)) for i, (p, t) in enumerate(zip(image_paths, labels, strict=True)))
+    return Path(path)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:

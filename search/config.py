@@ -38,7 +38,7 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 SEARCH_ALGS = ("auto", "grid", "random", "tpe", "gp", "cmaes")
 SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 # Keys a resumed search may change: where it runs and how much it prints, never what it searches.
-RESUMABLE_KEYS = ("resume", "ray.address", "ray.num_cpus", "ray.num_gpus", "stages")
+RESUMABLE_KEYS = ("resume", "ray.address", "ray.num_cpus", "ray.num_gpus", "stages", "oof", "ensemble")
 
 
 class ConfigError(ValueError):
@@ -279,6 +279,7 @@ def validate(cfg: DictConfig) -> None:
         ),
         (isinstance(cfg.resume, (bool, str)), "resume must be true, false or an experiment's name"),
         ("/" not in str(cfg.experiment), f"experiment={cfg.experiment!r} must be a plain name, not a path"),
+        *oof_checks(cfg),
     ]
     for ok, message in checks:
         if not ok:
@@ -301,6 +302,28 @@ def validate(cfg: DictConfig) -> None:
     except SpaceError as err:
         raise ConfigError(str(err)) from err
     _check_trainable_values(cfg, base, dims)
+
+
+def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
+    """``(ok, message)`` for the ``oof`` and ``ensemble`` sections (shared with ``search.oof``)."""
+    oof, ens = cfg.oof, cfg.ensemble
+    return [
+        (_is_int(oof.top_k) and oof.top_k >= 1, "oof.top_k must be an integer >= 1"),
+        (
+            oof.max_per_backbone is None or (_is_int(oof.max_per_backbone) and oof.max_per_backbone >= 1),
+            "oof.max_per_backbone must be null or an integer >= 1",
+        ),
+        (
+            oof.epochs == "best" or (_is_int(oof.epochs) and oof.epochs >= 1),
+            f"oof.epochs={oof.epochs!r}: use best (the search's best epoch per trial) or a number >= 1",
+        ),
+        (oof.dtype in ("float16", "float32"), f"oof.dtype={oof.dtype!r}: use float16 or float32"),
+        (
+            ens.metric in ("accuracy", "f1", "logloss"),
+            f"ensemble.metric={ens.metric!r}: use accuracy, f1 or logloss",
+        ),
+        (_is_int(ens.trials) and ens.trials >= 1, "ensemble.trials must be an integer >= 1"),
+    ]
 
 
 def _validator(name: str) -> Any:

@@ -75,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if outcome.status == "failed":
         print("every trial failed; see the errors above and in the leaderboard", file=sys.stderr)
         return 1
-    run_stages([str(s) for s in cfg.stages], cfg, outcome)
+    try:
+        run_stages([str(s) for s in cfg.stages], cfg, outcome)
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

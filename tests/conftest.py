@@ -26,6 +26,12 @@ def sketchy125(shared_data: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def session_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's RUNS_DIR, for module-scoped fixtures that run before the per-test one applies."""
+    return _session_runs(tmp_path_factory)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_runs_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test writes under a temporary RUNS_DIR unless it sets its own.

@@ -25,12 +25,13 @@ TINY = [
     "trainable.warmup_epochs=0",
     "checkpoint.num_to_keep=1",
     "verbose=1",
+    "stages=[]",  # the search alone; tests/search/test_oof.py runs the stages
 ]
 
 _RAY: dict[str, bool] = {}
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny() -> list[str]:
     """Overrides that make any space a tiny, fast search (see TINY)."""
     return list(TINY)
@@ -52,6 +53,20 @@ def ray_local(_isolated_runs_dir: None, _ray_teardown: None) -> None:
     Started lazily from a function-scoped fixture so that the session's RUNS_DIR (set per test by
     the root conftest) is already in the environment the Ray workers inherit.
     """
+    start_local_ray()
+
+
+@pytest.fixture(scope="module")
+def ray_module(session_runs_dir: Path, _ray_teardown: None) -> Iterator[Path]:
+    """:func:`ray_local` for module-scoped fixtures; yields the session's RUNS_DIR, set meanwhile."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RUNS_DIR", str(session_runs_dir))
+        start_local_ray()
+        yield session_runs_dir
+
+
+def start_local_ray() -> None:
+    """Start the session's local Ray (2 CPUs) unless one is up; it inherits the current RUNS_DIR."""
     import ray
 
     if not ray.is_initialized():

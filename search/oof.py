@@ -1,0 +1,450 @@
+"""``python -m search.oof experiment=<name> top_k=5``: refit a search's best configs on every fold.
+
+Each (model, fold) is a Ray trial with the search's per-trial resources. A fold trains on the
+other folds for the epochs at which the search scored the trial best, then predicts its own rows
+and the test set; the folds of a model become its OOF artifact (``oof.npy``, ``test.npy``,
+``meta.json``: see :mod:`ensemble.artifacts`) and a single-model ``submission.csv`` under
+``<runs>/oof/<experiment>/<model_id>/``, logged to the trial's MLflow run. Folds already
+predicted are kept, so rerunning an interrupted refit finishes only what is missing.
+
+Examples::
+
+    python -m search.oof                                    # the latest search, oof.* from its config
+    python -m search.oof experiment=quick-20261126-101500 top_k=5 max_per_backbone=2
+    python -m search.oof experiment=my-search tta_flip=true resources.gpu=0.5
+
+Also a stage of ``search.run``: ``stages=[oof]`` (``[oof, ensemble]`` goes on to a submission).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from search import tracking
+from search.cluster import ray_session, storage_root
+from search.config import (
+    DEFAULTS_FILE,
+    ConfigError,
+    oof_checks,
+    parse_overrides,
+    read_config,
+    runs_root,
+    valid_keys,
+)
+from search.io import atomic_write
+from search.oof_collect import (
+    DataFacts,
+    ModelResult,
+    collect_model,
+    is_current,
+    log_model,
+    missing_folds,
+    model_run_id,
+)
+from search.oof_fold import make_job, ray_fold_trial
+from search.oof_select import RefitModel, select_models, trial_configs
+from search.records import CONFIG_FILE, list_experiments, load_record, search_dir
+
+log = logging.getLogger("search.oof")
+
+# `top_k=5` on the command line means `oof.top_k=5`.
+SHORTHANDS = ("top_k", "max_per_backbone", "epochs", "tta_flip", "dtype", "keep_checkpoints")
+# What a refit may change in the search's saved config: how and where it runs, never the models.
+OVERRIDABLE = (
+    "oof",
+    "ensemble",
+    "resources",
+    "ray",
+    "mlflow",
+    "max_failures",
+    "verbose",
+    "trainable.device",
+    "trainable.num_workers",
+    "trainable.amp",
+)
+RUNTIME_TRAINABLE_KEYS = ("device", "num_workers", "amp")
+
+
+@dataclass
+class OofOutcome:
+    """What a refit produced.
+
+    Attributes:
+        experiment: The search's name (also the OOF experiment's).
+        out_dir: ``<runs>/oof/<experiment>``: one directory per model plus ``leaderboard.csv``.
+        results: One per selected model, best search score first.
+        tracking_uri: The MLflow store the models were logged to, or None.
+        leaderboard: ``out_dir/leaderboard.csv``.
+    """
+
+    experiment: str
+    out_dir: Path
+    results: list[ModelResult] = field(default_factory=list)
+    tracking_uri: str | None = None
+    leaderboard: Path | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every selected model has all its folds."""
+        return all(r.complete for r in self.results)
+
+
+def oof_dir(runs: Path, experiment: str) -> Path:
+    """``<runs>/oof/<experiment>``, where :func:`ensemble.artifacts.find_artifacts` looks."""
+    return Path(runs) / "oof" / experiment
+
+
+def load_oof_config(experiment: str | None, overrides: Sequence[tuple[str, Any]] = ()) -> DictConfig:
+    """The search's saved config, with the ``oof``/``ensemble`` defaults filled in and the overrides applied.
+
+    Args:
+        experiment: A search under ``<runs>/search``; None or ``latest`` picks the most recent.
+        overrides: ``(key, value)`` pairs; ``top_k`` etc. are short for ``oof.top_k``.
+
+    Raises:
+        ConfigError: No such search, or an override that would change the models themselves.
+    """
+    runs = runs_root()
+    known = list_experiments(runs)
+    if experiment in (None, "", "latest"):
+        if not known:
+            raise ConfigError(f"no search under {runs / 'search'}: run python -m search.run first")
+        experiment = known[0]
+    if experiment not in known:
+        raise ConfigError(
+            f"experiment={experiment}: no such search under {runs / 'search'}; there are: {', '.join(known) or 'none'}"
+        )
+    cfg = read_config(search_dir(runs, experiment) / CONFIG_FILE)
+    defaults = OmegaConf.load(DEFAULTS_FILE)
+    for section in ("oof", "ensemble"):  # searches saved before these sections existed
+        cfg[section] = OmegaConf.merge(defaults[section], cfg.get(section) or {})
+    keys = valid_keys(cfg)
+    for key, value in overrides:
+        key = f"oof.{key}" if key in SHORTHANDS else key
+        if not any(key == k or key.startswith(k + ".") for k in OVERRIDABLE):
+            raise ConfigError(
+                f"{key}: a refit runs the search's configs; it may change only {', '.join(OVERRIDABLE)} "
+                f"(and the shorthands {', '.join(SHORTHANDS)})"
+            )
+        if key not in keys:
+            raise ConfigError(
+                f"unknown key {key!r}; valid: {', '.join(k for k in keys if k.startswith(OVERRIDABLE))}"
+            )
+        OmegaConf.update(cfg, key, value, merge=False)
+    for ok, message in oof_checks(cfg):
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+def run_oof(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> OofOutcome:
+    """Refit the best trials of the search ``cfg.experiment`` on every fold; write their artifacts.
+
+    Args:
+        cfg: From :func:`load_oof_config` (or the config ``search.run`` ran, as a stage).
+        callbacks: Extra ``ray.tune.Callback`` objects for the fold trials.
+
+    Returns:
+        The outcome; models with missing folds (a fold failed or the run was interrupted) have
+        no ``meta.json`` yet and are finished by running the same command again.
+
+    Raises:
+        ValueError: The search has no usable trial, or the chosen models disagree on the folds.
+    """
+    runs = runs_root()
+    experiment = str(cfg.experiment)
+    record = load_record(search_dir(runs, experiment))
+    models = _select(cfg, runs, record.ray_path)
+    facts = data_facts(models)
+    out_dir = oof_dir(runs, experiment)
+    jobs = _jobs(cfg, models, facts, out_dir)
+    log.info(
+        "refitting %d models x %d folds (%d fold fits to run, %d already done) into %s",
+        len(models), facts.k, len(jobs), len(models) * facts.k - len(jobs), out_dir,
+    )  # fmt: skip
+    if jobs:
+        _run_folds(cfg, runs, experiment, jobs, callbacks)
+
+    tracker, exp_id = _tracker(cfg, runs, record)
+    outcome = OofOutcome(experiment, out_dir, tracking_uri=tracker.uri if tracker else None)
+    for model in models:
+        model_dir = out_dir / model.model_id
+        run_id = None
+        todo = not missing_folds(model_dir, facts.k) and not is_current(model_dir, facts.k)
+        if tracker is not None and exp_id and todo:
+            run_id = model_run_id(tracker, exp_id, record.parent_run_id, model, {"experiment": experiment})
+        result = collect_model(
+            model,
+            model_dir,
+            facts,
+            experiment=experiment,
+            dtype=str(cfg.oof.dtype),
+            tta_flip=bool(cfg.oof.tta_flip),
+            mlflow_run_id=run_id,
+        )
+        if tracker is not None and run_id and result.complete and not result.reused:
+            log_model(tracker, run_id, result)
+        outcome.results.append(result)
+    outcome.leaderboard = _save_leaderboard(outcome)
+    if tracker is not None:
+        if record.parent_run_id:
+            tracker.call(lambda c: c.log_artifact(record.parent_run_id, str(outcome.leaderboard), "oof"))
+        tracker.flush()
+    return outcome
+
+
+def data_facts(models: Sequence[RefitModel]) -> DataFacts:
+    """Rows, labels and folds of the data the models are fit on (which must be the same for all).
+
+    Raises:
+        ValueError: The models use different data or fold settings (searched ``k``, say): their
+            artifacts could not be ensembled.
+    """
+    from trainables.data import folds_for, folds_hash, load_dataset
+
+    specs = {_fold_spec(m.config) for m in models}
+    if len(specs) != 1:
+        raise ValueError(
+            "the chosen models use different data or folds (data, k, folds_seed, group_pattern): "
+            f"{sorted(specs, key=str)}; refit them separately (oof.top_k, or a search with those keys fixed)"
+        )
+    data, k, seed, pattern = specs.pop()
+    ds = load_dataset(data)
+    folds = folds_for(ds, k=k, seed=seed, group_pattern=pattern)
+    test_paths = None if ds.test is None else [str(p) for p in ds.test["image_path"]]
+    return DataFacts(
+        classes=[str(c) for c in ds.classes],
+        targets=folds["target"].to_numpy(dtype=np.int64),
+        folds=folds["fold"].to_numpy(dtype=np.int64),
+        folds_hash=str(folds.attrs.get("hash") or folds_hash(folds)),
+        data_hash=str(ds.fingerprint),
+        test_image_paths=test_paths,
+    )
+
+
+def run_stage(cfg: DictConfig, outcome: Any) -> OofOutcome:
+    """The ``oof`` stage of ``search.run``: refit the search that just finished.
+
+    Raises:
+        RuntimeError: Some folds did not finish; the message says how to complete them.
+    """
+    stage_cfg = cfg.copy()
+    stage_cfg.experiment = outcome.experiment
+    result = run_oof(stage_cfg)
+    print_summary(result)
+    if not result.complete:
+        raise RuntimeError(
+            f"the OOF refit of {outcome.experiment} is incomplete; finish it with: "
+            f"python -m search.oof experiment={outcome.experiment}"
+        )
+    return result
+
+
+def print_summary(outcome: OofOutcome) -> None:
+    """A table of the refit models and where their files are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(title=f"OOF refit: {outcome.experiment}", title_justify="left", header_style="bold")
+    for column in ("model", "search", "cv mean", "cv std", "oof acc", "epochs", "status"):
+        table.add_column(column, justify="left" if column in ("model", "status") else "right")
+    for r in outcome.results:
+        status = "done" if r.complete else f"missing folds {r.missing_folds}"
+        table.add_row(
+            r.model.model_id,
+            f"{r.model.search_score:.4f}",
+            _fmt(r.cv_mean),
+            _fmt(r.cv_std),
+            _fmt(r.oof_accuracy),
+            str(r.model.epochs),
+            status,
+        )
+    console.print(table)
+    console.print(f"artifacts:   {outcome.out_dir}", highlight=False)
+    for r in outcome.results:
+        if r.submission:
+            console.print(f"submission:  {r.submission}", highlight=False)
+    if outcome.tracking_uri:
+        console.print(f"mlflow store: {outcome.tracking_uri}", highlight=False)
+    if outcome.complete:
+        console.print(
+            f"ensemble them: python -m ensemble.optimize --experiment {outcome.experiment} --method bayesian",
+            highlight=False,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; 0 when every model is complete, 1 when folds are missing, 2 on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(textwrap.dedent(__doc__ or "").strip())
+        print(
+            "\nKeys: oof.* (or their shorthands " + ", ".join(SHORTHANDS) + "), " + ", ".join(OVERRIDABLE[1:])
+        )
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        pairs = parse_overrides(argv)
+        experiment = dict(pairs).get("experiment")
+        cfg = load_oof_config(experiment, [(k, v) for k, v in pairs if k != "experiment"])
+        outcome = run_oof(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print_summary(outcome)
+    if not outcome.complete:
+        print(
+            f"some folds did not finish; rerun python -m search.oof experiment={outcome.experiment} "
+            "to complete them (finished folds are kept)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _select(cfg: DictConfig, runs: Path, ray_path: str) -> list[RefitModel]:
+    board_path = search_dir(runs, str(cfg.experiment)) / "leaderboard.csv"
+    if not board_path.is_file():
+        raise FileNotFoundError(f"{board_path} is missing: the search did not finish; resume it first")
+    board = pd.read_csv(board_path, index_col="rank")
+    models = select_models(
+        board,
+        trial_configs(ray_path),
+        trainable=str(cfg.trainable.name),
+        metric=str(cfg.tune.metric),
+        top_k=int(cfg.oof.top_k),
+        max_per_backbone=cfg.oof.max_per_backbone,
+        epochs=cfg.oof.epochs,
+    )
+    overrides = {k: cfg.trainable[k] for k in RUNTIME_TRAINABLE_KEYS if k in cfg.trainable}
+    return [RefitModel(**{**m.__dict__, "config": {**m.config, **overrides}}) for m in models]
+
+
+def _jobs(
+    cfg: DictConfig, models: Sequence[RefitModel], facts: DataFacts, out_dir: Path
+) -> list[dict[str, Any]]:
+    jobs = []
+    for model in models:
+        model_dir = out_dir / model.model_id
+        for fold in missing_folds(model_dir, facts.k):
+            rows = np.flatnonzero(facts.folds == fold)
+            jobs.append(
+                make_job(
+                    model_id=model.model_id,
+                    model_dir=model_dir,
+                    trainable=model.trainable,
+                    config=model.config,
+                    fold=fold,
+                    epochs=model.epochs,
+                    val_rows=rows,
+                    val_targets=facts.targets[rows],
+                    predict_test=facts.test_image_paths is not None,
+                    tta_flip=bool(cfg.oof.tta_flip),
+                    keep_checkpoint=bool(cfg.oof.keep_checkpoints),
+                )
+            )
+    return jobs
+
+
+def _run_folds(
+    cfg: DictConfig, runs: Path, experiment: str, jobs: list[dict[str, Any]], callbacks: Sequence[Any]
+) -> None:
+    from ray import tune
+
+    name = f"{experiment}-oof"
+    storage = storage_root(cfg, runs)
+    if "://" not in storage:
+        # Ray's state of an earlier refit: its finished folds are on disk already, and a trial
+        # directory of the same name must not be mistaken for this run's.
+        shutil.rmtree(Path(storage) / name, ignore_errors=True)
+    resources = {"cpu": float(cfg.resources.cpu), "gpu": float(cfg.resources.gpu)}
+    with ray_session(cfg, runs):
+        tuner = tune.Tuner(
+            tune.with_resources(ray_fold_trial, resources),
+            param_space={"job": tune.grid_search(jobs)},
+            tune_config=tune.TuneConfig(trial_dirname_creator=_fold_dirname),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=int(cfg.max_failures)),
+                callbacks=list(callbacks),
+                progress_reporter=tune.CLIReporter(
+                    parameter_columns={"job/model_id": "model", "job/fold": "fold"},
+                    metric_columns={"epoch": "epoch", "val_acc": "val_acc", "fold_acc": "fold_acc"},
+                    max_report_frequency=30,
+                ),
+                verbose=int(cfg.verbose),
+            ),
+        )
+        tuner.fit()
+
+
+def _fold_dirname(trial: Any) -> str:
+    job = trial.config["job"]
+    return f"{job['model_id']}-fold{job['fold']}"
+
+
+def _tracker(cfg: DictConfig, runs: Path, record: Any) -> tuple[tracking.Tracker | None, str | None]:
+    if not cfg.mlflow.enabled:
+        return None, None
+    uri = record.tracking_uri or tracking.tracking_uri(cfg.mlflow.tracking_uri, runs)
+    tracker = tracking.Tracker(uri)
+    exp_id = record.mlflow_experiment_id or tracking.ensure_experiment(
+        tracker, str(cfg.mlflow.experiment), runs
+    )
+    if exp_id is None:
+        log.warning("MLflow at %s is unreachable: the artifacts are written but not logged", uri)
+        return None, None
+    return tracker, exp_id
+
+
+def _fold_spec(config: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        config.get("data"),
+        int(config.get("k", 5)),
+        int(config.get("folds_seed", 0)),
+        config.get("group_pattern"),
+    )
+
+
+def _save_leaderboard(outcome: OofOutcome) -> Path:
+    rows = [
+        {
+            "model_id": r.model.model_id,
+            "trial_id": r.model.trial_id,
+            "backbone": r.model.backbone,
+            "search_score": r.model.search_score,
+            "cv_mean": r.cv_mean,
+            "cv_std": r.cv_std,
+            "oof_acc": r.oof_accuracy,
+            "epochs": r.model.epochs,
+            "complete": r.complete,
+            "artifact": str(r.directory),
+            "submission": str(r.submission) if r.submission else "",
+            "mlflow_run_id": r.mlflow_run_id or "",
+        }
+        for r in outcome.results
+    ]
+    frame = pd.DataFrame(rows)
+    outcome.out_dir.mkdir(parents=True, exist_ok=True)
+    return atomic_write(outcome.out_dir / "leaderboard.csv", lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

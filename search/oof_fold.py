@@ -1,0 +1,184 @@
+"""One fold of one refit: train on the other folds, predict the fold's rows and the test set, save.
+
+A fold job is a plain dict (it travels as a Ray trial's config). Its result is
+``<model_dir>/folds/fold_<k>.npz``, written atomically; a job whose result exists is done, which is
+how an interrupted refit skips its finished folds. While it trains, the fold keeps its latest
+checkpoint in ``<model_dir>/folds/fold_<k>/``, so a retry (Ray's ``max_failures``) or a rerun of
+the stage continues the fold from its last epoch instead of starting it over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainables.session import InlineSession
+
+FOLDS_DIR = "folds"
+
+
+def fold_result_path(model_dir: str | Path, fold: int) -> Path:
+    """Where the fold's predictions land: ``<model_dir>/folds/fold_<fold>.npz``."""
+    return Path(model_dir) / FOLDS_DIR / f"fold_{fold}.npz"
+
+
+def fold_work_dir(model_dir: str | Path, fold: int) -> Path:
+    """The fold's checkpoint directory while it trains."""
+    return Path(model_dir) / FOLDS_DIR / f"fold_{fold}"
+
+
+def make_job(
+    *,
+    model_id: str,
+    model_dir: Path,
+    trainable: str,
+    config: dict[str, Any],
+    fold: int,
+    epochs: int,
+    val_rows: np.ndarray,
+    val_targets: np.ndarray,
+    predict_test: bool,
+    tta_flip: bool,
+    keep_checkpoint: bool = False,
+) -> dict[str, Any]:
+    """The config of one fold trial (JSON-safe: it is Ray's trial config and ``params.json``)."""
+    return {
+        "model_id": model_id,
+        "fold": int(fold),
+        "model_dir": str(Path(model_dir).resolve()),
+        "trainable": trainable,
+        "config": {**config, "fold": int(fold), "epochs": int(epochs)},
+        "val_rows": [int(r) for r in val_rows],
+        "val_targets": [int(t) for t in val_targets],
+        "predict_test": bool(predict_test),
+        "tta_flip": bool(tta_flip),
+        "keep_checkpoint": bool(keep_checkpoint),
+    }
+
+
+class FoldSession(InlineSession):
+    """An inline session (checkpoints in the fold's work dir) that also forwards metrics to a reporter.
+
+    The checkpoints stay on the fold's own directory rather than in Ray's storage: the fold is
+    finished by its predictions, not by a checkpoint, and keeping one copy halves the disk a
+    refit of many models needs.
+    """
+
+    def __init__(self, out_dir: Path, forward: Callable[[dict[str, Any]], None] | None = None) -> None:
+        super().__init__(out_dir, resume=True, verbose=forward is None)
+        self.forward = forward
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        super().report(metrics, checkpoint_dir)
+        if self.forward is not None:
+            self.forward(dict(self.history[-1]))
+
+
+def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Fit one fold (resuming its checkpoint), predict, and save ``fold_<k>.npz``.
+
+    Args:
+        job: From :func:`make_job`.
+        forward: Receives each epoch's metrics (Ray's ``tune.report``); None prints a table.
+
+    Returns:
+        ``{"fold", "fold_acc", "epochs", "n_val", "skipped"}``; ``skipped`` when the fold was already done.
+    """
+    from trainables import create_trainable
+
+    model_dir, fold = Path(job["model_dir"]), int(job["fold"])
+    out = fold_result_path(model_dir, fold)
+    if out.is_file():
+        saved = read_fold_result(out)
+        return {
+            "fold": fold,
+            "fold_acc": saved["fold_acc"],
+            "epochs": saved["epochs"],
+            "n_val": len(saved["val_rows"]),
+            "skipped": True,
+        }
+    work = fold_work_dir(model_dir, fold)
+    session = FoldSession(work, forward)
+    trainable = create_trainable(job["trainable"])
+    final = trainable.fit(dict(job["config"]), session)
+    checkpoint = session.latest_checkpoint()
+    if checkpoint is None:
+        raise RuntimeError(f"{job['model_id']} fold {fold}: the fit reported no checkpoint to predict from")
+    val_rows = np.asarray(job["val_rows"], dtype=np.int64)
+    tta = bool(job["tta_flip"])
+    val_probs = trainable.predict(None, checkpoint, split="train", rows=val_rows, tta_flip=tta)
+    test_probs = (
+        trainable.predict(None, checkpoint, split="test", tta_flip=tta) if job["predict_test"] else None
+    )
+    fold_acc = float((val_probs.argmax(1) == np.asarray(job["val_targets"])).mean())
+    summary = {
+        "fold": fold,
+        "epochs": int(job["config"]["epochs"]),
+        "fold_acc": fold_acc,
+        "fit": {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool)) or v is None},
+        "checkpoint": checkpoint if job["keep_checkpoint"] else None,
+    }
+    save_fold_result(out, val_rows, val_probs, test_probs, summary)
+    if not job["keep_checkpoint"]:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "fold": fold,
+        "fold_acc": fold_acc,
+        "epochs": summary["epochs"],
+        "n_val": len(val_rows),
+        "skipped": False,
+    }
+
+
+def ray_fold_trial(config: dict[str, Any]) -> None:
+    """Ray Tune's function trainable for a fold job: epochs stream to Tune, the result to disk."""
+    import ray.tune
+
+    result = run_fold(config["job"], forward=lambda metrics: ray.tune.report(metrics))
+    ray.tune.report({**result, "fold_done": True})
+
+
+def save_fold_result(
+    path: Path,
+    val_rows: np.ndarray,
+    val_probs: np.ndarray,
+    test_probs: np.ndarray | None,
+    summary: dict[str, Any],
+) -> Path:
+    """Write a fold's predictions atomically (temp name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "val_rows": np.asarray(val_rows, dtype=np.int64),
+        "val_probs": np.asarray(val_probs, dtype=np.float32),
+    }
+    if test_probs is not None:
+        arrays["test_probs"] = np.asarray(test_probs, dtype=np.float32)
+    arrays["summary"] = np.frombuffer(json.dumps(summary).encode(), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_fold_result(path: Path) -> dict[str, Any]:
+    """A fold's saved predictions: ``val_rows``, ``val_probs``, ``test_probs`` (or None) and its summary keys."""
+    with np.load(path, allow_pickle=False) as data:
+        out: dict[str, Any] = json.loads(bytes(data["summary"]).decode())
+        out["val_rows"] = data["val_rows"]
+        out["val_probs"] = data["val_probs"]
+        out["test_probs"] = data["test_probs"] if "test_probs" in data.files else None
+    return out

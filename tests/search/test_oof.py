@@ -1,0 +1,267 @@
+"""The OOF stage: a real tiny search on the built-in set, refit on 3 folds under Ray, then checked."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ensemble.artifacts import SUM_TOLERANCE, find_artifacts, read_artifact
+from search.config import ConfigError, load_config
+from search.oof import load_oof_config, oof_dir, run_oof
+from search.oof_fold import fold_result_path, fold_work_dir, make_job, read_fold_result, run_fold
+from search.oof_select import select_models
+from search.runner import run_search
+from trainables.config import resolve_config
+from trainables.data import folds_for, load_dataset
+from trainables.registry import default_config
+from trainables.split import trial_rows
+
+K = 3
+EXPERIMENT = "oof-e2e"
+
+
+# ------------------------------------------------------------------------------- selection (fast)
+
+
+def _board(rows: list[tuple[str, float, str, int]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["trial_id", "val_acc", "status", "best_epoch"])
+    return frame.sort_values("val_acc", ascending=False, kind="stable")
+
+
+def test_selection_takes_the_best_usable_distinct_trials_with_a_cap_per_backbone() -> None:
+    board = _board(
+        [
+            ("a", 0.9, "done", 4),
+            ("b", 0.89, "done", 3),  # same config as a: counted once
+            ("c", 0.88, "error", 2),  # errored: its score is not to be trusted
+            ("d", 0.87, "stopped", 1),  # ASHA stopped it: still a scored model
+            ("e", 0.86, "done", 5),
+            ("f", math.nan, "done", 0),
+        ]
+    )
+    configs = {
+        "a": {"backbone": "convnext", "lr": 1e-3, "epochs": 5},
+        "b": {"backbone": "convnext", "lr": 1e-3, "epochs": 5},
+        "c": {"backbone": "resnet", "lr": 1e-3, "epochs": 5},
+        "d": {"backbone": "convnext", "lr": 3e-4, "epochs": 5},
+        "e": {"backbone": "resnet", "lr": 3e-4, "epochs": 5},
+        "f": {"backbone": "vit", "lr": 3e-4, "epochs": 5},
+    }
+    picked = select_models(board, configs, trainable="timm", metric="val_acc", top_k=5)
+    assert [m.trial_id for m in picked] == ["a", "d", "e"]
+    assert [m.epochs for m in picked] == [4, 1, 5]  # the epoch the search found best
+    assert picked[0].model_id == "convnext-a"
+
+    capped = select_models(board, configs, trainable="timm", metric="val_acc", top_k=2, max_per_backbone=1)
+    assert [m.trial_id for m in capped] == ["a", "e"]
+
+    fixed = select_models(board, configs, trainable="timm", metric="val_acc", top_k=1, epochs=7)
+    assert fixed[0].epochs == 7
+
+    with pytest.raises(ValueError, match="no trial of the search can be refit"):
+        select_models(board[board.status == "error"], configs, trainable="timm", metric="val_acc", top_k=2)
+
+
+# --------------------------------------------------------------------------- a real refit (slow)
+
+
+@pytest.fixture(scope="module")
+def refit(ray_module: Path, tiny: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A 2-trial search, then the OOF stage over 3 folds of its 2 models (both under one local Ray)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    cfg = load_config(
+        [
+            *tiny,
+            "space=quick",
+            f"experiment={EXPERIMENT}",
+            "trainable.epochs=2",
+            f"trainable.k={K}",
+            "search.aug.cutmix=null",
+            "tune.points_to_evaluate=[]",
+            "tune.num_samples=2",
+            "scheduler.name=fifo",
+            f"mlflow.tracking_uri={uri}",
+        ]
+    )
+    outcome = run_search(cfg)
+    assert outcome.status == "finished"
+    oof_cfg = load_oof_config(EXPERIMENT, [("top_k", 2), ("tta_flip", True)])
+    result = run_oof(oof_cfg)
+    return {"cfg": oof_cfg, "outcome": outcome, "oof": result, "uri": uri}
+
+
+@pytest.mark.slow
+def test_every_train_row_is_predicted_once_in_train_csv_order(refit: dict) -> None:
+    result = refit["oof"]
+    assert result.complete and len(result.results) == 2
+    ds = load_dataset(refit["cfg"].data)
+    folds = folds_for(ds, k=K, seed=0)
+    for model in result.results:
+        rows = np.concatenate(
+            [read_fold_result(fold_result_path(model.directory, f))["val_rows"] for f in range(K)]
+        )
+        assert np.array_equal(np.sort(rows), np.arange(len(ds.train)))  # each row once, none missed
+        art = read_artifact(model.directory)
+        assert art.n_train == len(ds.train)
+        assert np.array_equal(art.targets, ds.train["target"].to_numpy())  # train.csv order
+        assert np.array_equal(art.folds, folds["fold"].to_numpy())
+        assert list(art.classes) == list(ds.classes)
+        assert art.data_hash == ds.fingerprint
+
+
+@pytest.mark.slow
+def test_meta_scores_equal_the_accuracy_recomputed_from_oof_npy(refit: dict) -> None:
+    for model in refit["oof"].results:
+        art = read_artifact(model.directory)
+        oof = np.load(model.directory / "oof.npy")
+        meta = json.loads((model.directory / "meta.json").read_text())
+        per_fold = [
+            float((oof[art.folds == f].argmax(1) == art.targets[art.folds == f]).mean()) for f in range(K)
+        ]
+        assert meta["fold_scores"] == pytest.approx(per_fold, abs=0)
+        assert meta["cv_mean"] == pytest.approx(np.mean(per_fold), abs=1e-12)
+        assert meta["cv_std"] == pytest.approx(np.std(per_fold), abs=1e-12)
+        assert meta["extra"]["oof_accuracy"] == float((oof.argmax(1) == art.targets).mean())
+        assert meta["extra"]["tta_flip"] is True
+
+
+@pytest.mark.slow
+def test_test_rows_are_distributions_and_the_submission_follows_test_csv(refit: dict) -> None:
+    ds = load_dataset(refit["cfg"].data)
+    for model in refit["oof"].results:
+        test = np.load(model.directory / "test.npy").astype(np.float64)
+        assert test.shape == (len(ds.test), len(ds.classes))
+        assert (test >= 0).all()
+        assert np.abs(test.sum(1) - 1).max() <= SUM_TOLERANCE[np.dtype(np.float16)]
+        sub = pd.read_csv(model.submission)
+        assert list(sub.columns) == ["ID", "image_path", "target"]
+        assert sub["ID"].tolist() == list(range(len(ds.test)))
+        assert sub["image_path"].tolist() == ds.test["image_path"].tolist()
+        assert np.array_equal(sub["target"].to_numpy(), test.argmax(1))
+    # the ensemble finds them by experiment
+    assert {a.model_id for a in find_artifacts(EXPERIMENT)} == {
+        r.model.model_id for r in refit["oof"].results
+    }
+
+
+@pytest.mark.slow
+def test_a_folds_validation_rows_never_appear_in_its_training_rows(refit: dict) -> None:
+    ds = load_dataset(refit["cfg"].data)
+    folds = folds_for(ds, k=K, seed=0)
+    for model in refit["oof"].results:
+        for fold in range(K):
+            saved = read_fold_result(fold_result_path(model.directory, fold))
+            cfg = resolve_config(default_config("timm"), {**model.model.config, "fold": fold})
+            split = trial_rows(cfg, folds)
+            assert np.array_equal(np.sort(saved["val_rows"]), np.sort(split.val_rows))
+            assert not set(split.train_rows.tolist()) & set(saved["val_rows"].tolist())
+
+
+@pytest.mark.slow
+def test_each_model_is_logged_to_its_trials_mlflow_run(refit: dict) -> None:
+    client = MlflowClient(tracking_uri=refit["uri"])
+    parent = refit["outcome"].parent_run_id
+    for model in refit["oof"].results:
+        meta = json.loads((model.directory / "meta.json").read_text())
+        run = client.get_run(meta["mlflow_run_id"])
+        assert run.data.tags["trial_id"] == model.model.trial_id
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.metrics["oof_cv_mean"] == pytest.approx(meta["cv_mean"])
+        logged = {f.path for f in client.list_artifacts(run.info.run_id, "oof")}
+        assert {"oof/oof.npy", "oof/test.npy", "oof/meta.json", "oof/submission.csv"} <= logged
+    assert "oof/leaderboard.csv" in {f.path for f in client.list_artifacts(parent, "oof")}
+
+
+@pytest.mark.slow
+def test_rerunning_an_interrupted_refit_fits_only_the_missing_fold(refit: dict) -> None:
+    model = refit["oof"].results[0]
+    meta_before = json.loads((model.directory / "meta.json").read_text())
+    kept = {f: fold_result_path(model.directory, f).stat().st_mtime_ns for f in (0, 2)}
+    other = refit["oof"].results[1]
+    other_meta = (other.directory / "meta.json").stat().st_mtime_ns
+    fold_result_path(model.directory, 1).unlink()  # as if the refit died during fold 1
+
+    again = run_oof(refit["cfg"])
+
+    assert again.complete
+    assert {f: fold_result_path(model.directory, f).stat().st_mtime_ns for f in (0, 2)} == kept
+    assert fold_result_path(model.directory, 1).is_file()
+    meta = json.loads((model.directory / "meta.json").read_text())
+    assert meta["fold_scores"][0] == meta_before["fold_scores"][0]
+    assert meta["fold_scores"][2] == meta_before["fold_scores"][2]
+    # the seeded refit of fold 1 lands where it did before
+    assert meta["fold_scores"][1] == pytest.approx(meta_before["fold_scores"][1], abs=0.05)
+    # the complete model is left as it was, not rewritten (nor logged again)
+    assert (other.directory / "meta.json").stat().st_mtime_ns == other_meta
+    assert [r.reused for r in again.results] == [False, True]
+
+
+@pytest.mark.slow
+def test_a_fold_that_crashed_mid_training_continues_from_its_checkpoint(refit: dict, tmp_path: Path) -> None:
+    """Run a fold inline, crash it after epoch 1, run it again: it trains epoch 2 only."""
+    model = refit["oof"].results[0].model
+    ds = load_dataset(refit["cfg"].data)
+    folds = folds_for(ds, k=K, seed=0)
+    rows = np.flatnonzero(folds["fold"].to_numpy() == 0)
+    job = make_job(
+        model_id=model.model_id,
+        model_dir=tmp_path / model.model_id,
+        trainable="timm",
+        config=model.config,
+        fold=0,
+        epochs=2,
+        val_rows=rows,
+        val_targets=folds["target"].to_numpy()[rows],
+        predict_test=False,
+        tta_flip=False,
+    )
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first(metrics: dict) -> None:
+        raise Crash(metrics["epoch"])
+
+    with pytest.raises(Crash):
+        run_fold(job, forward=crash_after_first)
+    assert (fold_work_dir(job["model_dir"], 0) / "checkpoint_0001").is_dir()
+    seen: list[int] = []
+    result = run_fold(job, forward=lambda m: seen.append(int(m["epoch"])))
+    assert seen == [2]
+    assert not result["skipped"]
+    assert not fold_work_dir(job["model_dir"], 0).exists()  # checkpoints go once predictions are saved
+    assert run_fold(job)["skipped"]
+
+
+@pytest.mark.slow
+def test_the_ensemble_stage_writes_a_submission_from_the_refit(refit: dict) -> None:
+    from ensemble.stage import run_stage
+
+    cfg = refit["cfg"].copy()
+    cfg.ensemble.method = "mean"
+    path = Path(run_stage(cfg, refit["outcome"]))
+    sub = pd.read_csv(path)
+    assert list(sub.columns) == ["ID", "image_path", "target"]
+    assert len(sub) == len(load_dataset(refit["cfg"].data).test)
+
+
+def test_the_refit_config_refuses_changes_to_the_models(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such search|no search"):
+        load_oof_config("no-such-search")
+
+
+@pytest.mark.slow
+def test_refit_overrides_are_limited_to_how_it_runs(refit: dict) -> None:
+    with pytest.raises(ConfigError, match="may change only"):
+        load_oof_config(EXPERIMENT, [("trainable.lr", 0.1)])
+    with pytest.raises(ConfigError, match="oof.top_k"):
+        load_oof_config(EXPERIMENT, [("top_k", 0)])
+    cfg = load_oof_config(EXPERIMENT, [("max_per_backbone", 1), ("resources.cpu", 2)])
+    assert cfg.oof.max_per_backbone == 1 and cfg.resources.cpu == 2
+    assert oof_dir(Path("/r"), "x") == Path("/r/oof/x")
