@@ -37,6 +37,7 @@ class RunSummary:
         winner: The method with the best nested estimate.
         test_labels: Predicted class index per test row (None without a submission).
         excluded: Model ids left out (no test probabilities).
+        test_proba: The chosen method's (n_test, C) test probabilities (None without a submission).
     """
 
     experiment: str
@@ -47,6 +48,7 @@ class RunSummary:
     winner: MethodResult
     test_labels: np.ndarray | None = None
     excluded: Sequence[str] = ()
+    test_proba: np.ndarray | None = None
 
     @property
     def model_ids(self) -> list[str]:
@@ -204,6 +206,7 @@ def report_markdown(summary: RunSummary) -> str:
         "## Files",
         "",
         "- `submission.csv`: `ID,image_path,target` in test.csv order (target = class index, `classes[target]`)",
+        "- `test_proba.npy`: the submitted method's test probabilities (n_test, C), float32, test.csv order",
         "- `weights.json`: weights and scores of every method",
         "- `weights.png`: the weights chart",
         "",
@@ -296,6 +299,10 @@ def write_outputs(summary: RunSummary, out_dir: Path) -> dict[str, Path]:
     if summary.test_labels is not None:
         paths = summary.artifacts[0].test_image_paths or [str(i) for i in range(len(summary.test_labels))]
         files["submission"] = write_submission(out_dir / "submission.csv", paths, summary.test_labels)
+    if summary.test_proba is not None:
+        with atomic_path(out_dir / "test_proba.npy") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, np.asarray(summary.test_proba, dtype=np.float32), allow_pickle=False)
+        files["test_proba"] = out_dir / "test_proba.npy"
     files["weights"] = atomic_write_text(
         out_dir / "weights.json", json.dumps(weights_document(summary), indent=1) + "\n"
     )

@@ -176,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
 
     winner = pick_winner(results, args.metric)
     chosen = winner if len(requested) > 1 else next(r for r in results if r.name == requested[0])
-    test_labels = None
+    test_labels = test_proba = None
     if not args.no_submission:
-        test_labels = chosen.method.predict(ProbStack.from_artifacts(artifacts, split="test"))
-    summary = RunSummary(experiment, args.metric, artifacts, results, chosen, winner, test_labels, excluded)
+        test_stack = ProbStack.from_artifacts(artifacts, split="test")
+        test_labels = chosen.method.predict(test_stack)
+        test_proba = chosen.method.predict_proba(test_stack)  # what a pseudo-labelling round reads
+    summary = RunSummary(
+        experiment, args.metric, artifacts, results, chosen, winner, test_labels, excluded, test_proba
+    )
 
     label = "all" if args.method.strip() == "all" else "+".join(requested)
     out_dir = args.out or runs_dir() / "ensembles" / experiment / label

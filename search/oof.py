@@ -22,8 +22,8 @@ import logging
 import shutil
 import sys
 import textwrap
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +148,23 @@ def load_oof_config(experiment: str | None, overrides: Sequence[tuple[str, Any]]
     return cfg
 
 
-def run_oof(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> OofOutcome:
+def run_oof(
+    cfg: DictConfig,
+    *,
+    callbacks: Sequence[Any] = (),
+    out_name: str | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+    log_prefix: str = "oof",
+) -> OofOutcome:
     """Refit the best trials of the search ``cfg.experiment`` on every fold; write their artifacts.
 
     Args:
         cfg: From :func:`load_oof_config` (or the config ``search.run`` ran, as a stage).
         callbacks: Extra ``ray.tune.Callback`` objects for the fold trials.
+        out_name: The OOF experiment to write (default: the search's name). A variant of the
+            refit (pseudo-labels, say) writes beside the plain one under its own name.
+        config_overrides: Set in every model's config (e.g. ``{"pseudo_labels": path}``).
+        log_prefix: MLflow metric prefix and artifact folder in each trial's run.
 
     Returns:
         The outcome; models with missing folds (a fold failed or the run was interrupted) have
@@ -166,18 +177,21 @@ def run_oof(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> OofOutcome:
     experiment = str(cfg.experiment)
     record = load_record(search_dir(runs, experiment))
     models = _select(cfg, runs, record.ray_path)
+    if config_overrides:
+        models = [replace(m, config={**m.config, **config_overrides}) for m in models]
     facts = data_facts(models)
-    out_dir = oof_dir(runs, experiment)
+    name = out_name or experiment
+    out_dir = oof_dir(runs, name)
     jobs = _jobs(cfg, models, facts, out_dir)
     log.info(
         "refitting %d models x %d folds (%d fold fits to run, %d already done) into %s",
         len(models), facts.k, len(jobs), len(models) * facts.k - len(jobs), out_dir,
     )  # fmt: skip
     if jobs:
-        _run_folds(cfg, runs, experiment, jobs, callbacks)
+        _run_folds(cfg, runs, name, jobs, callbacks)
 
     tracker, exp_id = _tracker(cfg, runs, record)
-    outcome = OofOutcome(experiment, out_dir, tracking_uri=tracker.uri if tracker else None)
+    outcome = OofOutcome(name, out_dir, tracking_uri=tracker.uri if tracker else None)
     for model in models:
         model_dir = out_dir / model.model_id
         run_id = None
@@ -188,18 +202,18 @@ def run_oof(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> OofOutcome:
             model,
             model_dir,
             facts,
-            experiment=experiment,
+            experiment=name,
             dtype=str(cfg.oof.dtype),
             tta_flip=bool(cfg.oof.tta_flip),
             mlflow_run_id=run_id,
         )
         if tracker is not None and run_id and result.complete and not result.reused:
-            log_model(tracker, run_id, result)
+            log_model(tracker, run_id, result, prefix=log_prefix)
         outcome.results.append(result)
     outcome.leaderboard = _save_leaderboard(outcome)
     if tracker is not None:
         if record.parent_run_id:
-            tracker.call(lambda c: c.log_artifact(record.parent_run_id, str(outcome.leaderboard), "oof"))
+            tracker.call(lambda c: c.log_artifact(record.parent_run_id, str(outcome.leaderboard), log_prefix))
         tracker.flush()
     return outcome
 
@@ -329,7 +343,7 @@ def _select(cfg: DictConfig, runs: Path, ray_path: str) -> list[RefitModel]:
         epochs=cfg.oof.epochs,
     )
     overrides = {k: cfg.trainable[k] for k in RUNTIME_TRAINABLE_KEYS if k in cfg.trainable}
-    return [RefitModel(**{**m.__dict__, "config": {**m.config, **overrides}}) for m in models]
+    return [replace(m, config={**m.config, **overrides}) for m in models]
 
 
 def _jobs(

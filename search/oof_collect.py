@@ -214,24 +214,28 @@ def model_run_id(
     return tracker.call(find_or_create, queue=False)
 
 
-def log_model(tracker: tracking.Tracker, run_id: str, result: ModelResult) -> None:
-    """Log the CV scores and the artifact's files to the model's MLflow run (queued if the store is down)."""
+def log_model(tracker: tracking.Tracker, run_id: str, result: ModelResult, prefix: str = "oof") -> None:
+    """Log the CV scores and the artifact's files to the model's MLflow run (queued if the store is down).
+
+    Metrics are ``<prefix>_cv_mean``, ``<prefix>_cv_std``, ``<prefix>_acc`` and ``<prefix>_fold_acc``
+    (one step per fold); the files go under the artifact folder ``<prefix>/``.
+    """
     from mlflow.entities import Metric, RunTag
 
     directory, scores = result.directory, result.fold_scores or []
 
     def log(client: Any) -> None:
         now = tracking._now_ms()
-        metrics = [Metric("oof_fold_acc", s, now, i) for i, s in enumerate(scores)]
+        metrics = [Metric(f"{prefix}_fold_acc", s, now, i) for i, s in enumerate(scores)]
         metrics += [
-            Metric("oof_cv_mean", float(result.cv_mean or 0.0), now, 0),
-            Metric("oof_cv_std", float(result.cv_std or 0.0), now, 0),
-            Metric("oof_acc", float(result.oof_accuracy or 0.0), now, 0),
+            Metric(f"{prefix}_cv_mean", float(result.cv_mean or 0.0), now, 0),
+            Metric(f"{prefix}_cv_std", float(result.cv_std or 0.0), now, 0),
+            Metric(f"{prefix}_acc", float(result.oof_accuracy or 0.0), now, 0),
         ]
-        tags = [RunTag("oof_artifact", str(directory)), RunTag("oof_model_id", result.model.model_id)]
+        tags = [RunTag(f"{prefix}_artifact", str(directory)), RunTag("oof_model_id", result.model.model_id)]
         client.log_batch(run_id, metrics=metrics, tags=tags)
         for path in sorted(directory.iterdir()):
             if path.is_file() and not path.name.startswith("."):
-                client.log_artifact(run_id, str(path), artifact_path="oof")
+                client.log_artifact(run_id, str(path), artifact_path=prefix)
 
     tracker.call(log)
