@@ -57,7 +57,13 @@ def test_all_methods_end_to_end(digits_oof, tmp_path: Path, capsys: pytest.Captu
         ]
     )
     assert code == 0
-    assert {p.name for p in out.iterdir()} == {"submission.csv", "weights.json", "report.md", "weights.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "submission.csv",
+        "test_proba.npy",
+        "weights.json",
+        "report.md",
+        "weights.png",
+    }
 
     sub = pd.read_csv(out / "submission.csv")
     assert list(sub.columns) == ["ID", "image_path", "target"]
@@ -65,6 +71,9 @@ def test_all_methods_end_to_end(digits_oof, tmp_path: Path, capsys: pytest.Captu
     assert sub["image_path"].tolist() == digits_oof.test_image_paths  # test.csv order
     assert sub["target"].between(0, 9).all()
     assert np.mean(sub["target"].to_numpy() == digits_oof.y_test) > 0.9  # the held-out digits, for real
+    proba = np.load(out / "test_proba.npy")
+    assert proba.shape == (len(digits_oof.y_test), 10)
+    assert np.allclose(proba.sum(1), 1, atol=1e-4)
 
     doc = json.loads((out / "weights.json").read_text())
     assert set(doc["methods"]) == {
@@ -166,7 +175,7 @@ def test_mlflow_run_links_the_source_runs(
         assert client.get_run(run_id).info.run_name == model_id  # the links resolve in the same store
     assert set(run.data.tags["source_run_ids"].split(",")) == set(sources.values())
     logged = {f.path for f in client.list_artifacts(run.info.run_id)}
-    assert logged == {"submission.csv", "weights.json", "report.md", "weights.png"}
+    assert logged == {"submission.csv", "test_proba.npy", "weights.json", "report.md", "weights.png"}
 
 
 def test_incompatible_artifacts_exit_2_naming_the_culprit(
