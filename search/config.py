@@ -468,7 +468,9 @@ def _check_search_keys(dims: Mapping[str, Dimension], cfg: DictConfig) -> None:
 
 def _absolute_data(data: Any) -> Any:
     # Ray workers may run in another directory (or chdir to the trial's), so a local path is made absolute.
-    if isinstance(data, str) and data != "synthetic" and "://" not in data and Path(data).exists():
+    from trainables.data import BUILTIN_SETS
+
+    if isinstance(data, str) and data not in BUILTIN_SETS and "://" not in data and Path(data).exists():
         return str(Path(data).resolve())
     return data
 

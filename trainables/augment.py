@@ -12,7 +12,11 @@ Each ``aug.*`` config flag maps to one piece here:
 * ``randaug_balance``: the transform of the extra copies that fill short classes
   (:func:`randaug_copy_transform`, RandAugment-style: two random ops of fixed strong magnitude);
   without it the copies are horizontally flipped originals.
-* ``cutmix`` / ``mixup`` / ``mix_alpha``: :func:`build_mixer`, per batch on the device.
+* ``cutmix`` / ``mixup`` / ``mix_alpha``: :func:`build_mixer`, per batch on the device. With
+  multi-task heads (:mod:`trainables.factors`) one mix serves every head: the images are mixed
+  once and each head gets its own labels mixed with the same ratio and the same partner
+  (:class:`FactorMixup`), so a half-masked, half-unmasked picture is half of each for the mask
+  head while the gender head sees the genders of the same two photos.
 
 Randomness: the loader reseeds the per-sample pipelines from ``(seed, epoch, sample)``
 (:meth:`SampleTransform.__call__`), so a sample's augmentation does not depend on worker count
@@ -26,7 +30,9 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from timm.data import Mixup
+from timm.data.mixup import mixup_target
 
 # Copy kinds in the training index: an original row, a flipped fill copy, an augmented fill copy.
 ORIGINAL, FLIP_COPY, RANDAUG_COPY = 0, 1, 2
@@ -135,11 +141,60 @@ class SampleTransform:
         return out if out.flags.writeable else out.copy()
 
 
-def build_mixer(aug: dict[str, Any], num_classes: int, label_smoothing: float) -> Mixup | None:
+class FactorMixup(Mixup):
+    """timm ``Mixup`` for several heads: one mix of the images, each head's labels mixed alike.
+
+    Args:
+        head_sizes: Outputs of each head, in the order of the label columns.
+        **kwargs: As for timm ``Mixup`` (``num_classes`` is ignored; each head has its own).
+    """
+
+    def __init__(self, head_sizes: list[int] | tuple[int, ...], **kwargs: Any) -> None:
+        kwargs["num_classes"] = max(head_sizes)
+        super().__init__(**kwargs)
+        self.head_sizes = tuple(int(n) for n in head_sizes)
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mix the batch ``x`` in place; ``target`` is ``(B, heads)`` hard labels.
+
+        Returns:
+            ``(x, [soft target (B, head size) per head])``, mixed with the same ratio and partner.
+        """
+        if len(x) % 2 != 0:
+            raise ValueError("batch size should be even when using this")
+        if self.mode == "elem":
+            lam = self._mix_elem(x)
+        elif self.mode == "pair":
+            lam = self._mix_pair(x)
+        else:
+            lam = self._mix_batch(x)
+        return x, self.targets(target, lam)
+
+    def targets(self, target: torch.Tensor, lam: float | torch.Tensor = 1.0) -> list[torch.Tensor]:
+        """Each head's labels as smoothed soft targets mixed with ratio ``lam`` (1: unmixed)."""
+        if target.ndim != 2 or target.shape[1] != len(self.head_sizes):
+            raise ValueError(f"expected (batch, {len(self.head_sizes)}) labels, got {tuple(target.shape)}")
+        return [
+            mixup_target(target[:, h], n, lam, self.label_smoothing) for h, n in enumerate(self.head_sizes)
+        ]
+
+
+def build_mixer(
+    aug: dict[str, Any],
+    num_classes: int,
+    label_smoothing: float,
+    head_sizes: list[int] | tuple[int, ...] | None = None,
+) -> Mixup | None:
     """timm ``Mixup`` giving CutMix with probability ``aug.cutmix`` and MixUp with ``aug.mixup`` per batch.
 
     The two are exclusive per batch; if their sum exceeds 1 they are scaled to sum to 1. The
     targets come back soft (mixed and label-smoothed), for ``SoftTargetCrossEntropy``.
+
+    Args:
+        aug: The config's ``aug`` dict.
+        num_classes: Outputs of the (single) head.
+        label_smoothing: Smoothing of the targets.
+        head_sizes: Several heads' sizes (multi-task labels): a :class:`FactorMixup` instead.
 
     Returns:
         None when both probabilities are 0.
@@ -149,12 +204,14 @@ def build_mixer(aug: dict[str, Any], num_classes: int, label_smoothing: float) -
     if total <= 0:
         return None
     alpha = float(aug["mix_alpha"])
-    return Mixup(
-        mixup_alpha=alpha if mixup > 0 else 0.0,
-        cutmix_alpha=alpha if cutmix > 0 else 0.0,
-        prob=min(1.0, total),
-        switch_prob=cutmix / total,
-        mode="batch",
-        label_smoothing=label_smoothing,
-        num_classes=num_classes,
-    )
+    kwargs: dict[str, Any] = {
+        "mixup_alpha": alpha if mixup > 0 else 0.0,
+        "cutmix_alpha": alpha if cutmix > 0 else 0.0,
+        "prob": min(1.0, total),
+        "switch_prob": cutmix / total,
+        "mode": "batch",
+        "label_smoothing": label_smoothing,
+    }
+    if head_sizes:
+        return FactorMixup(head_sizes, **kwargs)
+    return Mixup(num_classes=num_classes, **kwargs)

@@ -1,7 +1,8 @@
 """The trial config: one plain dict, its defaults, and its validation.
 
-A config is flat except for ``aug``. Keys may also arrive dotted (``"aug.cutmix": 0.5``), as a
-search space or a ``key=value`` command line writes them; :func:`resolve_config` folds them in.
+A config is flat except for ``aug`` and ``targets``. Keys may also arrive dotted
+(``"aug.cutmix": 0.5``), as a search space or a ``key=value`` command line writes them;
+:func:`resolve_config` folds them in.
 Unknown keys are an error that lists the valid ones, so a typo in a search space fails at once
 instead of silently training the default.
 
@@ -13,6 +14,7 @@ fold                ``0``                      validation fold; ``-1``/``None`` 
 k                   ``5``                      number of folds
 folds_seed          ``0``                      seed of the fold assignment
 group_pattern       ``None``                   regex whose first group is the leakage group of an image path
+group_column        ``None``                   train.csv column naming the leakage group (e.g. ``person``); wins over ``group``/``group_pattern``
 backbone            ``"tf_efficientnet_lite0"`` any ``timm`` model name
 pretrained          ``True``                   builtin offline weights if the backbone has them, else timm's hub
 pretrained_path     ``None``                   local weights file (or trainable checkpoint dir); wins over ``pretrained``
@@ -44,7 +46,24 @@ aug.mix_alpha       ``1.0``                    Beta(alpha, alpha) of the mixing 
 aug.balance         ``True``                   fill short classes up to the largest with copies (the reference's balancing)
 aug.randaug_balance ``False``                  fill copies are RandAugment-style augmented, not flipped (implies balance)
 aug.del_flip        ``False``                  drop the training rows the data layer marked duplicate
+targets.factors     ``None``                   ``None``: one softmax over the classes. A list of factors the classes split into (below)
+targets.heads       ``"factors"``              with factors: ``factors`` (one head per factor, recombined) or ``classes`` (one
+                                               softmax over the classes; the factors only add per-factor metrics)
+targets.sep         ``"_"``                    separator of the factor values in a class name; ``None``: the target is the
+                                               factors' mixed-radix number (first factor slowest; ``values`` required)
+targets.fine        ``True``                   factors with a ``column`` train on its finer labels, merged back for the classes
 =================== ========================== ===============================================================
+
+Multi-task targets (:mod:`trainables.factors`): ``targets.factors`` lists the factors a class
+splits into, in the order its name writes them (``wear_female_young``: mask, gender, age). An
+entry is a name, or a mapping with ``name`` and optionally ``values`` (the factor's values in
+order; default: as they first appear in the class list), ``column`` (a train.csv column with finer
+labels for this factor's head), ``bins`` (cut points turning a numeric ``column`` into bins,
+``[20, 25, 30]`` -> <20, 20-25, 25-30, >=30; without it the column's distinct values are the
+labels) and ``weight`` (of this head's loss; default 1). Each finer label must fall inside one
+value of the factor. Example, the reference's 11 age bins merged into 3::
+
+    targets.factors=[mask,gender,{name: age, column: age, bins: [20,25,30,35,40,45,50,55,60,65]}]
 """
 
 from __future__ import annotations
@@ -65,12 +84,23 @@ AUG_DEFAULTS: dict[str, Any] = {
     "del_flip": False,
 }
 
+TARGETS_DEFAULTS: dict[str, Any] = {
+    "factors": None,
+    "heads": "factors",
+    "sep": "_",
+    "fine": True,
+}
+
+# Keys a factor mapping may hold (see the module docstring).
+FACTOR_KEYS = ("name", "values", "column", "bins", "weight")
+
 BASE_DEFAULTS: dict[str, Any] = {
     "data": "synthetic",
     "fold": 0,
     "k": 5,
     "folds_seed": 0,
     "group_pattern": None,
+    "group_column": None,
     "backbone": "tf_efficientnet_lite0",
     "pretrained": True,
     "pretrained_path": None,
@@ -94,6 +124,7 @@ BASE_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "tta_flip": False,
     "aug": AUG_DEFAULTS,
+    "targets": TARGETS_DEFAULTS,
 }
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
@@ -174,6 +205,109 @@ def validate_config(config: Mapping[str, Any]) -> None:
             raise ValueError(f"config aug.{key}={aug[key]!r} is a probability; use a value in [0, 1]")
     if float(aug["mix_alpha"]) <= 0:
         raise ValueError(f"config aug.mix_alpha={aug['mix_alpha']!r} must be > 0")
+    group_column = config.get("group_column")
+    if group_column is not None and not (isinstance(group_column, str) and group_column.strip()):
+        raise ValueError(f"config group_column={group_column!r} must be a train.csv column name or null")
+    if "targets" in config:
+        validate_targets(config["targets"])
+
+
+def validate_targets(targets: Mapping[str, Any]) -> None:
+    """Check the shape of a ``targets`` group (what needs the dataset is checked in ``trainables.factors``).
+
+    Args:
+        targets: The config's ``targets`` dict.
+
+    Raises:
+        ValueError: A malformed factor list, with the entry and what to write instead.
+    """
+    sep, factors = targets["sep"], targets["factors"]
+    if sep is not None and not (isinstance(sep, str) and sep):
+        raise ValueError(
+            f"config targets.sep={sep!r} must be a non-empty string, or null for mixed-radix targets"
+        )
+    if not isinstance(targets["fine"], bool):
+        raise ValueError(f"config targets.fine={targets['fine']!r} must be true or false")
+    if targets["heads"] not in ("factors", "classes"):
+        raise ValueError(f"config targets.heads={targets['heads']!r} is not one of ['factors', 'classes']")
+    if factors is None:
+        return
+    if isinstance(factors, (str, Mapping)) or not isinstance(factors, (list, tuple)) or len(factors) < 2:
+        raise ValueError(
+            f"config targets.factors={factors!r} must be null or a list of at least 2 factors, "
+            "e.g. [mask, gender, age]"
+        )
+    names = [factor_name(entry) for entry in factors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"config targets.factors: factor names must be unique, got {names}")
+    for entry in factors:
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        name = entry["name"]
+        values = entry.get("values")
+        if values is not None and (
+            isinstance(values, (str, Mapping))
+            or len(values) < 2
+            or len({str(v) for v in values}) != len(values)
+        ):
+            raise ValueError(
+                f"config targets.factors {name!r}: values={values!r} must list 2 or more distinct values"
+            )
+        if sep is None and values is None:
+            raise ValueError(
+                f"config targets.factors {name!r}: with targets.sep=null the classes are numbered by the "
+                "factors' values, so every factor needs its values list"
+            )
+        column = entry.get("column")
+        if column is not None and not (isinstance(column, str) and column):
+            raise ValueError(
+                f"config targets.factors {name!r}: column={column!r} must be a train.csv column name"
+            )
+        bins = entry.get("bins")
+        if bins is not None:
+            if column is None:
+                raise ValueError(f"config targets.factors {name!r}: bins need a column of numbers to cut")
+            ok = isinstance(bins, (list, tuple)) and len(bins) >= 1
+            ok = ok and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bins)
+            if not ok or any(b >= c for b, c in zip(bins, bins[1:], strict=False)):
+                raise ValueError(
+                    f"config targets.factors {name!r}: bins={bins!r} must be increasing cut points, e.g. [30, 60]"
+                )
+        weight = entry.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ValueError(f"config targets.factors {name!r}: weight={weight!r} must be a number > 0")
+
+
+def factor_name(entry: Any) -> str:
+    """The name of one ``targets.factors`` entry (a string, or a mapping with ``name``).
+
+    Raises:
+        ValueError: The entry is neither, or its mapping has keys outside :data:`FACTOR_KEYS`.
+    """
+    if isinstance(entry, str) and entry:
+        return entry
+    if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and entry["name"]:
+        unknown = sorted(set(entry) - set(FACTOR_KEYS))
+        if unknown:
+            raise ValueError(
+                f"config targets.factors {entry['name']!r}: unknown key(s) {unknown}; valid: {list(FACTOR_KEYS)}"
+            )
+        return str(entry["name"])
+    raise ValueError(
+        f"config targets.factors entry {entry!r} must be a factor name or a mapping with a name, "
+        "e.g. {name: age, column: age, bins: [30, 60]}"
+    )
+
+
+def uses_factors(config: Mapping[str, Any]) -> bool:
+    """Whether the config splits its classes into factors (``targets.factors`` is set)."""
+    targets = config.get("targets") or {}
+    return bool(targets.get("factors"))
+
+
+def factor_heads(config: Mapping[str, Any]) -> bool:
+    """Whether the network has one head per factor (factors set and ``targets.heads`` is ``factors``)."""
+    return uses_factors(config) and config["targets"].get("heads", "factors") == "factors"
 
 
 def resolve_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -187,6 +321,9 @@ def resolve_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | N
         The complete, validated config.
     """
     config = merge_config(defaults, overrides)
+    if isinstance(config.get("targets"), dict) and config["targets"].get("factors") is not None:
+        # Plain lists and dicts, as a checkpoint's JSON gives them back: a resume compares configs.
+        config["targets"]["factors"] = _plain(config["targets"]["factors"])
     validate_config(config)
     return config
 
@@ -194,6 +331,14 @@ def resolve_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | N
 def train_on_all(config: Mapping[str, Any]) -> bool:
     """Whether the config asks for a refit on every row (``fold`` is -1 or None)."""
     return config["fold"] is None or int(config["fold"]) < 0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _key_list(defaults: Mapping[str, Any]) -> list[str]:

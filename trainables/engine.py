@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from torch.utils.data import DataLoader
 from trainables.loader import to_device
 from trainables.optim import LRSchedule
 from trainables.runtime import Runtime
+
+if TYPE_CHECKING:
+    from trainables.factors import Factorisation
 
 
 @dataclass
@@ -54,12 +58,15 @@ def train_one_epoch(
     label_smoothing: float,
     mixer: Mixup | None,
     num_updates: int,
+    factors: Factorisation | None = None,
 ) -> dict[str, float]:
     """Train over ``loader`` once.
 
     Hard targets use cross-entropy with label smoothing; with a mixer, targets are soft (mixed
     and smoothed by timm ``Mixup``) and the loss is ``SoftTargetCrossEntropy``. An odd-sized
-    batch cannot be mixed pairwise; it trains unmixed on smoothed soft targets.
+    batch cannot be mixed pairwise; it trains unmixed on smoothed soft targets. With
+    ``factors`` the labels are ``(B, heads)`` and the loss is the weighted sum of the heads'
+    losses (:meth:`Factorisation.loss`); the mixer must then be a ``FactorMixup``.
 
     Args:
         model: The model, already on the device.
@@ -72,6 +79,7 @@ def train_one_epoch(
         label_smoothing: Smoothing of hard targets.
         mixer: CutMix/MixUp, or None.
         num_updates: Optimizer updates done before this epoch.
+        factors: Multi-task heads, or None for one softmax over ``num_classes``.
 
     Returns:
         ``train_loss`` (mean per image), ``lr`` (of the last update), ``img_per_s``, ``num_updates``.
@@ -88,13 +96,18 @@ def train_one_epoch(
         y = labels.to(device, non_blocking=batcher.runtime.pin_memory)
         if mixer is not None and len(x) % 2 == 0:
             x, target = mixer(x, y)
+        elif mixer is not None and factors is not None:
+            target = mixer.targets(y)
         elif mixer is not None:
             target = mixup_target(y, num_classes, lam=1.0, smoothing=label_smoothing)
         else:
             target = y
         with batcher.autocast():
             logits = model(x)
-        loss = (soft_loss if target.dtype.is_floating_point else hard_loss)(logits.float(), target)
+        if factors is not None:
+            loss = factors.loss(logits, target, label_smoothing)
+        else:
+            loss = (soft_loss if target.dtype.is_floating_point else hard_loss)(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -122,28 +135,47 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def predict_proba(
-    model: nn.Module, loader: DataLoader, batcher: Batcher, tta_flip: bool = False
+    model: nn.Module,
+    loader: DataLoader,
+    batcher: Batcher,
+    tta_flip: bool = False,
+    factors: Factorisation | None = None,
 ) -> np.ndarray:
     """Softmax probabilities over ``loader``, in loader order, optionally averaged with the flipped view.
+
+    Args:
+        model: The model, on the device.
+        loader: Batches of uint8 images (labels ignored).
+        batcher: Device transfer and autocast.
+        tta_flip: Average with the horizontally flipped view.
+        factors: Multi-task heads: their outputs are recombined into class probabilities
+            (:meth:`Factorisation.joint_probs`); None: one softmax over the outputs.
 
     Returns:
         ``(n, C)`` float32; rows sum to 1.
     """
     model.eval()
-    out = [probs.cpu() for probs in _batches(model, loader, batcher, tta_flip)]
+    out = [probs.cpu() for probs in _batches(model, loader, batcher, tta_flip, factors)]
     probs = torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
     return probs / probs.sum(axis=1, keepdims=True)
 
 
 def _batches(
-    model: nn.Module, loader: DataLoader, batcher: Batcher, tta_flip: bool
+    model: nn.Module,
+    loader: DataLoader,
+    batcher: Batcher,
+    tta_flip: bool,
+    factors: Factorisation | None = None,
 ) -> Iterator[torch.Tensor]:
+    def to_probs(logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().softmax(dim=1) if factors is None else factors.joint_probs(logits)
+
     for images, _ in loader:
         x = batcher.images(images)
         with batcher.autocast():
-            probs = model(x).float().softmax(dim=1)
+            probs = to_probs(model(x))
             if tta_flip:
-                probs = (probs + model(x.flip(3)).float().softmax(dim=1)) / 2
+                probs = (probs + to_probs(model(x.flip(3)))) / 2
         yield probs
 
 

@@ -65,7 +65,8 @@ class CachedImages(Dataset):
     Args:
         images: The (N, S, S, 3) uint8 memmap (or array) of one split.
         rows: Positions into ``images`` making up this dataset, repeats allowed.
-        labels: A label per position (any value, e.g. -1, when unknown).
+        labels: A label per position (any value, e.g. -1, when unknown), or ``(n, heads)`` labels
+            for multi-task heads (an item's label is then an int64 tensor of ``heads``).
         transform: What to do to each image.
         kinds: ``ORIGINAL``/``FLIP_COPY``/``RANDAUG_COPY`` per position; all originals if None.
         seed: The trial seed.
@@ -92,12 +93,13 @@ class CachedImages(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         n = len(self.rows)
         epoch, i = divmod(int(key), n)
         seed = derived_seed(self.seed, epoch, i) if self.transform.train else None
         image = self.transform(self.images[self.rows[i]], int(self.kinds[i]), seed)
-        return torch.from_numpy(image).permute(2, 0, 1), int(self.labels[i])
+        label = int(self.labels[i]) if self.labels.ndim == 1 else torch.from_numpy(self.labels[i].copy())
+        return torch.from_numpy(image).permute(2, 0, 1), label
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

@@ -20,8 +20,9 @@ from trainables.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from trainables.config import BASE_DEFAULTS, resolve_config
+from trainables.config import BASE_DEFAULTS, factor_heads, resolve_config, uses_factors
 from trainables.engine import Batcher, classification_metrics, predict_proba, train_one_epoch
+from trainables.factors import Factorisation, build_factorisation
 from trainables.loader import CachedImages, EpochSampler, make_loader
 from trainables.models import create_model, normalization
 from trainables.optim import LRSchedule, make_optimizer
@@ -35,7 +36,10 @@ log = logging.getLogger(__name__)
 # Keys that may differ between the run that wrote a checkpoint and the one reading it.
 _RUNTIME_KEYS = ("data", "batch_size", "num_workers", "amp", "device", "tta_flip")
 # Keys that fix the network and its input; predict refuses a config that contradicts them.
-_ARCH_KEYS = ("backbone", "image_size")
+_ARCH_KEYS = ("backbone", "image_size", "targets")
+# Keys newer than the checkpoint format, saved only when set: a flat checkpoint's config reads as
+# before, for older code and for trainables that share the base keys but not these.
+_SAVED_IF_SET = ("group_column", "targets")
 
 
 @dataclass
@@ -55,6 +59,8 @@ class _Trial:
     val_labels: np.ndarray
     n_train: int
     n_dropped: int
+    factors: Factorisation | None = None  # the network's factor heads
+    decomposition: Factorisation | None = None  # the classes as factors, for per-factor metrics
 
 
 @register_trainable("timm")
@@ -64,6 +70,12 @@ class TimmClassifier:
     ``fit`` reports after every epoch: ``epoch`` (epochs completed), ``val_acc``, ``val_f1``,
     ``val_loss``, ``train_loss``, ``lr``, ``img_per_s`` (training images per second, loading
     included), with a checkpoint. With ``fold=-1`` the val metrics are NaN (no validation rows).
+
+    With ``targets.factors`` (:mod:`trainables.factors`) the network has one head per factor and
+    the loss sums theirs; the val metrics above are still on the classes (the heads recombined),
+    so searches compare the two kinds of model directly, plus ``val_acc_<factor>`` per factor
+    (also reported by a one-softmax model when ``targets.heads=classes``). ``predict`` returns
+    class probabilities either way.
     """
 
     name = "timm"
@@ -87,7 +99,8 @@ class TimmClassifier:
         optimizer = make_optimizer(model, cfg)
         scheduler = LRSchedule(optimizer, cfg, len(trial.train_loader))
         scaler = torch.amp.GradScaler(trial.runtime.device.type, enabled=trial.runtime.use_scaler)
-        mixer = build_mixer(cfg["aug"], len(trial.classes), float(cfg["label_smoothing"]))
+        head_sizes = trial.factors.head_sizes if trial.factors is not None else None
+        mixer = build_mixer(cfg["aug"], len(trial.classes), float(cfg["label_smoothing"]), head_sizes)
 
         history: list[dict[str, Any]] = []
         start_epoch, num_updates = 0, 0
@@ -108,7 +121,7 @@ class TimmClassifier:
             trial.sampler.set_epoch(epoch)
             train = train_one_epoch(
                 model, trial.train_loader, optimizer, scheduler, scaler, trial.batcher,
-                len(trial.classes), float(cfg["label_smoothing"]), mixer, num_updates,
+                len(trial.classes), float(cfg["label_smoothing"]), mixer, num_updates, trial.factors,
             )  # fmt: skip
             num_updates = int(train.pop("num_updates"))
             val = self._validate(trial)
@@ -151,7 +164,8 @@ class TimmClassifier:
             tta_flip: Average with the horizontally flipped view; None takes the config's ``tta_flip``.
 
         Returns:
-            ``(len(rows), C)`` float32 probabilities in the checkpoint's class order; rows sum to 1.
+            ``(len(rows), C)`` float32 probabilities in the checkpoint's class order; rows sum to 1
+            (a multi-task checkpoint's heads recombined into the classes).
 
         Raises:
             ValueError: The config contradicts the checkpoint, or the dataset's classes differ.
@@ -171,9 +185,9 @@ class TimmClassifier:
         positions = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
         if len(positions) and (positions.min() < 0 or positions.max() >= len(images)):
             raise ValueError(f"rows out of range for the {split} split of {len(images)} rows")
-        model = create_model(
-            cfg["backbone"], len(meta["classes"]), pretrained=False, image_size=cfg["image_size"]
-        )
+        factors = Factorisation.from_meta(meta["factors"]) if meta.get("factors") else None
+        outputs = factors.num_outputs if factors is not None else len(meta["classes"])
+        model = create_model(cfg["backbone"], outputs, pretrained=False, image_size=cfg["image_size"])
         model.load_state_dict(load_model_state(checkpoint))
         model.to(runtime.device, memory_format=torch.channels_last)
         dataset = CachedImages(
@@ -185,7 +199,7 @@ class TimmClassifier:
         loader = make_loader(dataset, 2 * int(cfg["batch_size"]), runtime)
         batcher = Batcher(runtime, meta["mean"], meta["std"])
         flip = bool(cfg["tta_flip"]) if tta_flip is None else bool(tta_flip)
-        probs = predict_proba(model, loader, batcher, tta_flip=flip)
+        probs = predict_proba(model, loader, batcher, tta_flip=flip, factors=factors)
         return probs.reshape(len(positions), len(meta["classes"]))
 
     def _setup(self, cfg: dict[str, Any]) -> _Trial:
@@ -195,14 +209,26 @@ class TimmClassifier:
         seed_everything(int(cfg["seed"]))
         ds = load_dataset(cfg["data"])
         folds = folds_for(
-            ds, k=int(cfg["k"]), seed=int(cfg["folds_seed"]), group_pattern=cfg["group_pattern"]
+            ds,
+            k=int(cfg["k"]),
+            seed=int(cfg["folds_seed"]),
+            group_pattern=cfg["group_pattern"],
+            group_column=cfg["group_column"],
         )
         rows = trial_rows(cfg, folds)
+        factors, decomposition, train_labels = None, None, rows.train_labels
+        if uses_factors(cfg):
+            heads = factor_heads(cfg)
+            targets = {**cfg["targets"], "fine": bool(cfg["targets"]["fine"]) and heads}
+            decomposition, head_labels = build_factorisation(targets, ds.classes, ds.train)
+            if heads:
+                # Rows are balanced by class (trial_rows); each then carries its own head labels.
+                factors, train_labels = decomposition, head_labels[rows.train_rows]
         size = int(cfg["image_size"])
         images = decoded_images(ds, "train", size=size)
         model = create_model(
             cfg["backbone"],
-            len(ds.classes),
+            len(ds.classes) if factors is None else factors.num_outputs,
             pretrained=bool(cfg["pretrained"]),
             pretrained_path=cfg["pretrained_path"],
             drop_rate=float(cfg["drop_rate"]),
@@ -212,7 +238,7 @@ class TimmClassifier:
         mean, std = normalization(model)
         model.to(runtime.device, memory_format=torch.channels_last)
         train_set = CachedImages(
-            images, rows.train_rows, rows.train_labels, SampleTransform(cfg["aug"], size, train=True),
+            images, rows.train_rows, train_labels, SampleTransform(cfg["aug"], size, train=True),
             rows.train_kinds, seed=int(cfg["seed"]),
         )  # fmt: skip
         sampler = EpochSampler(len(train_set), seed=int(cfg["seed"]))
@@ -239,20 +265,31 @@ class TimmClassifier:
             val_labels=rows.val_labels,
             n_train=int((rows.train_kinds == 0).sum()),
             n_dropped=len(rows.dropped_duplicates),
+            factors=factors,
+            decomposition=decomposition,
         )
 
     def _validate(self, trial: _Trial) -> dict[str, float]:
         if trial.val_loader is None:
-            return classification_metrics(np.zeros((0, len(trial.classes))), np.zeros(0, np.int64))
-        probs = predict_proba(
-            trial.model, trial.val_loader, trial.batcher, tta_flip=bool(trial.config["tta_flip"])
-        )
-        return classification_metrics(probs, trial.val_labels)
+            probs, labels = np.zeros((0, len(trial.classes))), np.zeros(0, np.int64)
+        else:
+            probs = predict_proba(
+                trial.model,
+                trial.val_loader,
+                trial.batcher,
+                tta_flip=bool(trial.config["tta_flip"]),
+                factors=trial.factors,
+            )
+            labels = trial.val_labels
+        metrics = classification_metrics(probs, labels)
+        if trial.decomposition is not None:
+            metrics.update(trial.decomposition.metrics(probs, labels))
+        return metrics
 
     def _meta(self, trial: _Trial, history: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "trainable": self.name,
-            "config": trial.config,
+            "config": _saved_config(trial.config),
             "classes": trial.classes,
             "mean": list(trial.batcher.mean),
             "std": list(trial.batcher.std),
@@ -260,7 +297,13 @@ class TimmClassifier:
             "folds_hash": trial.folds_hash,
             "epoch": history[-1]["epoch"],
             "history": history,
+            **({"factors": trial.factors.to_meta()} if trial.factors is not None else {}),
         }
+
+
+def _saved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as a checkpoint stores it: :data:`_SAVED_IF_SET` keys only when not at their default."""
+    return {k: v for k, v in config.items() if k not in _SAVED_IF_SET or v != BASE_DEFAULTS[k]}
 
 
 def _check_resumable(meta: dict[str, Any], trial: _Trial) -> None:
@@ -269,8 +312,10 @@ def _check_resumable(meta: dict[str, Any], trial: _Trial) -> None:
     Runtime keys (``_RUNTIME_KEYS``) may change, and so may ``epochs`` (the saved schedule then
     goes on as it was built).
     """
-    cfg, old = trial.config, meta.get("config", {})
-    changed = sorted(k for k in cfg if k not in _RUNTIME_KEYS and k != "epochs" and old.get(k) != cfg[k])
+    cfg, saved = trial.config, meta.get("config", {})
+    # A key newer than the checkpoint had its default value there.
+    old = {k: saved[k] if k in saved else BASE_DEFAULTS.get(k) for k in cfg}
+    changed = sorted(k for k in cfg if k not in _RUNTIME_KEYS and k != "epochs" and old[k] != cfg[k])
     if changed:
         raise ValueError(
             f"cannot resume: the checkpoint was trained with other values of {changed} "

@@ -4,7 +4,7 @@ Numpy, PIL, OpenCV, pandas and scikit-learn only; no torch, so every stage may i
 
 Example:
     >>> from trainables.data import load_dataset, decoded_images, folds_for
-    >>> ds = load_dataset("synthetic")               # or a competition / class-folder directory
+    >>> ds = load_dataset("synthetic")               # or "synthetic-factors", or a dataset directory
     >>> imgs = decoded_images(ds, "train", size=128)  # (N, 128, 128, 3) uint8, read-only memmap
     >>> folds = folds_for(ds, k=5, seed=0)            # image_path,target,group,fold,duplicate,...
 """
@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from ._cache import cache_path, cache_sidecar, cache_stats, decoded_images
-from ._dataset import Dataset, load_dataset
+from ._dataset import BUILTIN_SETS, Dataset, load_dataset
 from ._dedup import find_duplicates
 from ._errors import BadDataError, DataFormatError
 from ._folds import (
@@ -30,8 +30,10 @@ from ._images import fit_square, read_rgb
 from ._inspect import inspect_dataset
 from ._io import runs_dir
 from ._synthetic import ensure_synthetic, generate_synthetic, synthetic_meta
+from ._synthetic_factors import ensure_synthetic_factors, generate_synthetic_factors, synthetic_factors_meta
 
 __all__ = [
+    "BUILTIN_SETS",
     "GROUP_PATTERNS",
     "SKETCHY_GROUP_PATTERN",
     "BadDataError",
@@ -43,18 +45,21 @@ __all__ = [
     "cache_stats",
     "decoded_images",
     "ensure_synthetic",
+    "ensure_synthetic_factors",
     "find_duplicates",
     "fit_square",
     "fold_indices",
     "folds_for",
     "folds_hash",
     "generate_synthetic",
+    "generate_synthetic_factors",
     "inspect_dataset",
     "load_dataset",
     "make_folds",
     "read_folds",
     "read_rgb",
     "runs_dir",
+    "synthetic_factors_meta",
     "synthetic_meta",
     "write_folds",
 ]

@@ -2,12 +2,12 @@
 
 Usage::
 
-    python -m trainables.data folds   <data> [--k 5] [--seed 0] [--group-pattern RE] [--out folds.csv]
+    python -m trainables.data folds   <data> [--k 5] [--seed 0] [--group-pattern RE | --group-column COL] [--out folds.csv]
     python -m trainables.data inspect <data> [--out DIR]
     python -m trainables.data cache   <data> [--size 128] [--split train test]
     python -m trainables.data check   <data>
 
-``<data>`` is ``synthetic`` (the built-in set) or a dataset folder. ``--skip-bad`` drops missing
+``<data>`` is ``synthetic`` or ``synthetic-factors`` (the built-in sets) or a dataset folder. ``--skip-bad`` drops missing
 or corrupt files instead of stopping on them. Exit status: 0 done, 2 bad input (the message
 says what and how to fix it).
 """
@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         help="regex over file names whose group 'group' (or first group) is the leakage group; "
         f"or a name: {', '.join(f'{k} = {v}' for k, v in GROUP_PATTERNS.items())}",
     )
+    p.add_argument(
+        "--group-column", default=None, help="train.csv column naming the leakage group (e.g. a person id)"
+    )
     p.add_argument("--no-dedup", action="store_true", help="do not group near-duplicate copies")
     p.add_argument(
         "--drop-duplicates", action="store_true", help="leave out all but one image of each duplicate set"
@@ -96,6 +99,7 @@ def _folds(ds: Dataset, args: argparse.Namespace) -> int:
         args.group_pattern,
         dedup=not args.no_dedup,
         drop_duplicates=args.drop_duplicates,
+        group_column=args.group_column,
     )
     path = write_folds(df, args.out) if args.out else df.attrs["path"]
     sizes = df["fold"].value_counts().sort_index()

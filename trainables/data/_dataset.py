@@ -2,11 +2,14 @@
 
 Layouts accepted by :func:`load_dataset` (first match wins):
 
-1. ``synthetic``: the built-in sketch set, generated on first use under ``runs_dir()/data`` in the
+1. ``synthetic`` (the built-in sketch set) or ``synthetic-factors`` (the factorised face set of
+   :mod:`._synthetic_factors`): generated on first use under ``runs_dir()/data`` in the
    competition layout, then loaded exactly like 2.
 2. Competition: ``<root>/train.csv`` with ``class_name,image_path,target`` (optional ``group``),
    paths relative to ``<root>/train/`` (or to ``<root>`` when that is where the files are);
-   optional ``<root>/test.csv`` with ``image_path`` relative to ``<root>/test/``.
+   optional ``<root>/test.csv`` with ``image_path`` relative to ``<root>/test/``. Any other
+   train.csv columns (a person id, an age) are kept, as text, after ``path``: the folds may read
+   one as the group (``group_column``) and the factor heads one as finer labels.
 3. Class folders with a test folder: ``<root>/train/<class>/*.png`` and optional ``<root>/test/**``.
 4. Class folders: ``<root>/<class>/*.png``. When ``<root>`` is itself named ``train``, a sibling
    ``<root>/../test/`` is its test split; otherwise there is none (use layout 3 to add one).
@@ -32,10 +35,15 @@ from ._errors import BadDataError, DataFormatError, listing
 from ._images import IMAGE_EXTENSIONS, check_image
 from ._io import default_workers, read_json, runs_dir, short_hash, write_json_atomic
 from ._synthetic import ensure_synthetic
+from ._synthetic_factors import ensure_synthetic_factors
 
 log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = ("class_name", "image_path", "target")
+# Names of the generated sets, and what makes each (a folder under runs_dir()/data).
+BUILTIN_SETS = {"synthetic": ensure_synthetic, "synthetic-factors": ensure_synthetic_factors}
+# Columns that ds.train defines itself; a train.csv column of that name is not carried.
+_RESERVED = ("path",)
 # Bump when what a check accepts changes, so remembered verdicts are not reused.
 _CHECK_VERSION = 1
 
@@ -49,7 +57,8 @@ class Dataset:
         root: The folder it was loaded from.
         classes: Class names in target order: ``classes[target] == class_name``.
         train: ``image_path`` (as written in train.csv), ``class_name``, ``target`` (int),
-            ``path`` (absolute), and ``group`` when train.csv has one.
+            ``group`` when train.csv has one, ``path`` (absolute), then train.csv's other
+            columns as text (in file order).
         test: ``image_path`` (as written in test.csv) and ``path``; None without a test split.
         fingerprint: Hash of the class list, the rows and every file's bytes: "the data hash".
         layout: ``competition`` or ``folders``.
@@ -102,7 +111,8 @@ def load_dataset(
     later loads (every trial) only ``stat`` the files.
 
     Args:
-        spec: ``"synthetic"``, a dataset folder, or an already loaded Dataset (returned as is).
+        spec: ``"synthetic"``, ``"synthetic-factors"``, a dataset folder, or an already loaded
+            Dataset (returned as is).
         skip_bad: Drop rows whose file is missing or corrupt instead of raising; they are listed
             in ``Dataset.skipped`` and logged.
         workers: Threads for the file check; default: the cores available.
@@ -119,7 +129,8 @@ def load_dataset(
     if isinstance(spec, Dataset):
         return spec
     # Absolute with ".." folded but symlinks kept, so messages show the path the user gave.
-    root = ensure_synthetic() if str(spec) == "synthetic" else Path(os.path.abspath(Path(spec).expanduser()))
+    builtin = BUILTIN_SETS.get(str(spec))
+    root = builtin() if builtin else Path(os.path.abspath(Path(spec).expanduser()))
     layout, name, classes, train, test = _read_layout(root)
     train, test, skipped, digests = _check_files(
         train, test, skip_bad=skip_bad, workers=workers, where=str(root)
@@ -136,7 +147,7 @@ def load_dataset(
 def _read_layout(root: Path) -> tuple[str, str, list[str], pd.DataFrame, pd.DataFrame | None]:
     if not root.exists():
         raise DataFormatError(
-            f"data={str(root)!r} does not exist; pass 'synthetic' or an existing dataset folder"
+            f"data={str(root)!r} does not exist; pass one of {sorted(BUILTIN_SETS)} or an existing dataset folder"
         )
     if not root.is_dir():
         raise DataFormatError(
@@ -186,8 +197,13 @@ def _read_train_csv(root: Path) -> tuple[pd.DataFrame, list[str]]:
     classes = _classes_from_rows(df, path)
     _require_unique_paths(df, path)
     keep = ["image_path", "class_name", "target", *(["group"] if "group" in df.columns else [])]
+    extra = [c for c in df.columns if c not in keep and c not in _RESERVED]
+    if any(c in _RESERVED for c in df.columns):
+        log.info("%s: column(s) %s are not carried (ds.train defines them)", path, list(_RESERVED))
     train = df[keep].reset_index(drop=True)
     train["path"] = _resolve_paths(train["image_path"], [root / "train", root])
+    for column in extra:
+        train[column] = df[column].to_numpy()
     return train, classes
 
 
@@ -383,7 +399,9 @@ def _stat_signature(path: str) -> str:
 def _fingerprint(
     classes: list[str], train: pd.DataFrame, test: pd.DataFrame | None, digests: dict[str, list[str]]
 ) -> str:
-    cols = ["image_path", "target", *(["group"] if "group" in train.columns else [])]
+    # Every label-like column counts (a person column groups the folds, an age column labels a
+    # factor head); a set without extra columns hashes as it always did.
+    cols = [c for c in train.columns if c not in ("class_name", "path")]
     parts: list[object] = [
         "classes",
         "\n".join(classes),

@@ -1,7 +1,8 @@
 """Group-aware stratified K-fold: copies and re-drawings of one source never straddle a fold boundary.
 
-A row's group comes from, in order: a ``group`` column in train.csv; else ``group_pattern`` (a
-regex over the file name); else the row alone. Near-duplicate sets (flipped or resized copies,
+A row's group comes from, in order: the train.csv column named by ``group_column`` (e.g. the
+person of a face photo); a ``group`` column in train.csv; else ``group_pattern`` (a regex over
+the file name); else the row alone. Near-duplicate sets (flipped or resized copies,
 see ``_dedup``) then merge the groups they touch. scikit-learn's ``StratifiedGroupKFold``
 assigns whole groups to folds while keeping class proportions close to the whole set's.
 """
@@ -32,7 +33,7 @@ FOLD_COLUMNS = ["image_path", "target", "group", "fold", "duplicate", "duplicate
 _FOLDS_VERSION = 1
 
 
-def base_groups(ds: Dataset, group_pattern: str | None = None) -> pd.Series:
+def base_groups(ds: Dataset, group_pattern: str | None = None, group_column: str | None = None) -> pd.Series:
     """The group of every training row before near-duplicates are merged in.
 
     Args:
@@ -42,14 +43,19 @@ def base_groups(ds: Dataset, group_pattern: str | None = None) -> pd.Series:
             else the whole match is the key. Ignored when train.csv has a ``group`` column.
             A name from :data:`GROUP_PATTERNS` stands for its regex: ``"sketchy"`` is
             :data:`SKETCHY_GROUP_PATTERN` (``<wnid>_<photo>-<k>``: one group per photo).
+        group_column: A train.csv column whose value is the group (all photos of one person);
+            it wins over a ``group`` column and over ``group_pattern``.
 
     Returns:
         String keys in train order. Rows without a key are their own group (``image_path``).
 
     Raises:
         ValueError: The pattern is not a valid regex.
+        DataFormatError: ``group_column`` is not a column of train.csv, or is empty on some rows.
     """
     paths = ds.train["image_path"]
+    if group_column:
+        return _column_groups(ds, group_column, group_pattern)
     if "group" in ds.train.columns:
         if group_pattern:
             log.warning("train.csv has a group column; group_pattern %r is ignored", group_pattern)
@@ -77,6 +83,25 @@ def base_groups(ds: Dataset, group_pattern: str | None = None) -> pd.Series:
     return pd.Series(keys, index=paths.index, name="group", dtype=str)
 
 
+def _column_groups(ds: Dataset, column: str, group_pattern: str | None) -> pd.Series:
+    if column not in ds.train.columns or column == "path":
+        usable = [c for c in ds.train.columns if c not in ("image_path", "class_name", "target", "path")]
+        raise DataFormatError(
+            f"group_column={column!r} is not a column of {ds.name}'s train.csv; columns that could "
+            f"name a group: {usable or 'none'}"
+        )
+    if group_pattern:
+        log.warning("group_column %r is set; group_pattern %r is ignored", column, group_pattern)
+    keys = ds.train[column].astype(str)
+    empty = keys.index[keys.str.strip() == ""]
+    if len(empty):
+        raise DataFormatError(
+            f"group_column {column!r} is empty on train.csv line(s) {listing(list(empty + 2))}; "
+            "give every row its group (e.g. the person id)"
+        )
+    return keys.rename("group")
+
+
 def _group_key(match: re.Match[str]) -> str:
     if "group" in match.re.groupindex:
         return match.group("group")
@@ -91,6 +116,7 @@ def make_folds(
     dedup: bool = True,
     drop_duplicates: bool = False,
     max_distance: int = DEFAULT_MAX_DISTANCE,
+    group_column: str | None = None,
 ) -> pd.DataFrame:
     """Assign every training row to one of ``k`` folds, keeping groups and duplicate sets whole.
 
@@ -106,6 +132,7 @@ def make_folds(
         drop_duplicates: Leave out every copy but the first of each set (the rows are removed;
             ``row`` still points into ``ds.train``).
         max_distance: Near-duplicate threshold, see :func:`find_duplicates`.
+        group_column: See :func:`base_groups`.
 
     Returns:
         A DataFrame in train order with ``image_path, target, group, fold`` (0..k-1),
@@ -117,7 +144,7 @@ def make_folds(
         ValueError: ``k`` < 2, or fewer groups than folds.
     """
     k, seed = _check_k_seed(k, seed)
-    groups = base_groups(ds, group_pattern).to_numpy(dtype=object)
+    groups = base_groups(ds, group_pattern, group_column).to_numpy(dtype=object)
     targets = ds.train["target"].to_numpy()
     n = len(targets)
     duplicate = np.zeros(n, dtype=bool)
@@ -143,7 +170,8 @@ def make_folds(
     if drop_duplicates:
         df = df[~df["duplicate"]].reset_index(drop=True)
     df.attrs.update(
-        _attrs(ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance), hash=folds_hash(df)
+        _attrs(ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance, group_column),
+        hash=folds_hash(df),
     )
     df.attrs["duplicate_sets"] = len(dup_sets)
     return df
@@ -206,8 +234,17 @@ def _assign(targets: np.ndarray, groups: np.ndarray, k: int, seed: int, classes:
 
 
 def _attrs(
-    ds: Dataset, k: int, seed: int, group_pattern: str | None, dedup: bool, drop: bool, max_distance: int
+    ds: Dataset,
+    k: int,
+    seed: int,
+    group_pattern: str | None,
+    dedup: bool,
+    drop: bool,
+    max_distance: int,
+    group_column: str | None = None,
 ) -> dict[str, object]:
+    # group_column only when set, so the cache names of folds made without it stay as they were.
+    extra: dict[str, object] = {"group_column": group_column} if group_column else {}
     return {
         "dataset": ds.name,
         "fingerprint": ds.fingerprint,
@@ -218,6 +255,7 @@ def _attrs(
         "drop_duplicates": drop,
         "max_distance": max_distance,
         "version": _FOLDS_VERSION,
+        **extra,
     }
 
 
@@ -257,6 +295,7 @@ def folds_for(
     dedup: bool = True,
     drop_duplicates: bool = False,
     max_distance: int = DEFAULT_MAX_DISTANCE,
+    group_column: str | None = None,
 ) -> pd.DataFrame:
     """:func:`make_folds`, cached as a CSV (plus a JSON with its hash) under ``runs_dir()/folds``.
 
@@ -269,7 +308,7 @@ def folds_for(
         and ``attrs["path"]`` is the CSV.
     """
     k, seed = _check_k_seed(k, seed)
-    attrs = _attrs(ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance)
+    attrs = _attrs(ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance, group_column)
     path = (
         runs_dir()
         / "folds"
@@ -280,7 +319,9 @@ def folds_for(
         with file_lock(path.with_suffix(".lock")):
             df = _read_folds(path)
             if df is None:
-                df = make_folds(ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance)
+                df = make_folds(
+                    ds, k, seed, group_pattern, dedup, drop_duplicates, max_distance, group_column
+                )
                 write_folds(df, path)
     df.attrs["path"] = str(path)
     return df
