@@ -18,6 +18,7 @@ group_column        ``None``                   train.csv column naming the leaka
 backbone            ``"tf_efficientnet_lite0"`` any ``timm`` model name
 pretrained          ``True``                   builtin offline weights if the backbone has them, else timm's hub
 pretrained_path     ``None``                   local weights file (or trainable checkpoint dir); wins over ``pretrained``
+pseudo_labels       ``None``                   CSV of test rows (``image_path,target``) added to the training side of every fold
 image_size          ``128``                    side of the square decoded cache and of the network input
 epochs              ``10``                     training epochs
 batch_size          ``64``                     training batch size (evaluation uses twice this)
@@ -104,6 +105,7 @@ BASE_DEFAULTS: dict[str, Any] = {
     "backbone": "tf_efficientnet_lite0",
     "pretrained": True,
     "pretrained_path": None,
+    "pseudo_labels": None,
     "image_size": 128,
     "epochs": 10,
     "batch_size": 64,
@@ -208,6 +210,11 @@ def validate_config(config: Mapping[str, Any]) -> None:
     group_column = config.get("group_column")
     if group_column is not None and not (isinstance(group_column, str) and group_column.strip()):
         raise ValueError(f"config group_column={group_column!r} must be a train.csv column name or null")
+    pseudo = config.get("pseudo_labels")
+    if pseudo is not None and not (isinstance(pseudo, str) and pseudo.strip()):
+        raise ValueError(
+            f"config pseudo_labels={pseudo!r} must be the path of a CSV (image_path,target) or null"
+        )
     if "targets" in config:
         validate_targets(config["targets"])
 

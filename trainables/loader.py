@@ -103,17 +103,59 @@ class CachedImages(Dataset):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        filename = getattr(self.images, "filename", None)
-        if isinstance(self.images, np.memmap) and filename:
-            base = self.images
-            state["images"] = (str(filename), base.dtype.str, base.shape, int(base.offset))
+        state["images"] = _memmap_state(self.images)
         return state
 
     def __setstate__(self, state: dict) -> None:
-        if isinstance(state["images"], tuple):
-            filename, dtype, shape, offset = state["images"]
-            state["images"] = np.memmap(filename, mode="r", dtype=np.dtype(dtype), shape=shape, offset=offset)
+        state["images"] = _reopen(state["images"])
         self.__dict__.update(state)
+
+
+class StackedImages:
+    """Several decoded caches read as one, positions running on from one to the next.
+
+    Training on pseudo-labelled test images reads the train and test caches through one
+    :class:`CachedImages`; each part stays a memmap and travels to workers by file name.
+
+    Args:
+        parts: (N_i, S, S, 3) arrays of the same image shape.
+    """
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        if len({p.shape[1:] for p in parts}) != 1:
+            raise ValueError(f"stacked caches must share an image shape, got {[p.shape for p in parts]}")
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, position: int) -> np.ndarray:
+        part = int(np.searchsorted(self.starts, position, side="right")) - 1
+        if not 0 <= part < len(self.parts):
+            raise IndexError(f"position {position} outside 0..{len(self) - 1}")
+        return self.parts[part][position - self.starts[part]]
+
+    def __getstate__(self) -> dict:
+        return {"parts": [_memmap_state(p) for p in self.parts], "starts": self.starts}
+
+    def __setstate__(self, state: dict) -> None:
+        self.parts = [_reopen(p) for p in state["parts"]]
+        self.starts = state["starts"]
+
+
+def _memmap_state(images: np.ndarray) -> object:
+    filename = getattr(images, "filename", None)
+    if isinstance(images, np.memmap) and filename:
+        return (str(filename), images.dtype.str, images.shape, int(images.offset))
+    return images
+
+
+def _reopen(state: object) -> np.ndarray:
+    if isinstance(state, tuple):
+        filename, dtype, shape, offset = state
+        return np.memmap(filename, mode="r", dtype=np.dtype(dtype), shape=shape, offset=offset)
+    return state  # type: ignore[return-value]
 
 
 class EpochSampler(Sampler[int]):

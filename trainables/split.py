@@ -86,3 +86,29 @@ def trial_rows(config: dict[str, Any], folds: pd.DataFrame) -> TrialRows:
     else:
         kinds = np.zeros(len(rows), dtype=np.int8)
     return TrialRows(rows, labels, kinds, positions[is_val], targets[is_val], dropped)
+
+
+def pseudo_rows(path: str, ds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Test positions and labels of a pseudo-label CSV (``image_path,target``, as ``search.pseudo`` writes).
+
+    Raises:
+        ValueError: The data set has no test split, the CSV lacks a column, names an image that
+            is not in test.csv, or a target outside the classes.
+    """
+    if ds.test is None:
+        raise ValueError(f"pseudo_labels={path}: the data set {ds.name} has no test split to take rows from")
+    table = pd.read_csv(path)
+    missing = {"image_path", "target"} - set(table.columns)
+    if missing:
+        raise ValueError(f"pseudo_labels={path}: missing columns {sorted(missing)} (need image_path,target)")
+    position = {p: i for i, p in enumerate(ds.test["image_path"].astype(str))}
+    unknown = [p for p in table["image_path"].astype(str) if p not in position]
+    if unknown:
+        raise ValueError(
+            f"pseudo_labels={path}: {len(unknown)} image_path values are not in test.csv, e.g. {unknown[:3]}"
+        )
+    targets = table["target"].to_numpy(dtype=np.int64)
+    if len(targets) and (targets.min() < 0 or targets.max() >= len(ds.classes)):
+        raise ValueError(f"pseudo_labels={path}: targets must lie in [0, {len(ds.classes)})")
+    rows = np.array([position[p] for p in table["image_path"].astype(str)], dtype=np.int64)
+    return rows, targets

@@ -23,13 +23,13 @@ from trainables.checkpoint import (
 from trainables.config import BASE_DEFAULTS, factor_heads, resolve_config, uses_factors
 from trainables.engine import Batcher, classification_metrics, predict_proba, train_one_epoch
 from trainables.factors import Factorisation, build_factorisation
-from trainables.loader import CachedImages, EpochSampler, make_loader
+from trainables.loader import CachedImages, EpochSampler, StackedImages, make_loader
 from trainables.models import create_model, normalization
 from trainables.optim import LRSchedule, make_optimizer
 from trainables.registry import register_trainable
 from trainables.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
 from trainables.session import Session
-from trainables.split import trial_rows
+from trainables.split import pseudo_rows, trial_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _RUNTIME_KEYS = ("data", "batch_size", "num_workers", "amp", "device", "tta_flip
 _ARCH_KEYS = ("backbone", "image_size", "targets")
 # Keys newer than the checkpoint format, saved only when set: a flat checkpoint's config reads as
 # before, for older code and for trainables that share the base keys but not these.
-_SAVED_IF_SET = ("group_column", "targets")
+_SAVED_IF_SET = ("group_column", "targets", "pseudo_labels")
 
 
 @dataclass
@@ -226,6 +226,20 @@ class TimmClassifier:
                 factors, train_labels = decomposition, head_labels[rows.train_rows]
         size = int(cfg["image_size"])
         images = decoded_images(ds, "train", size=size)
+        train_rows, train_kinds = rows.train_rows, rows.train_kinds
+        n_pseudo = 0
+        if cfg["pseudo_labels"]:
+            if factors is not None:
+                raise ValueError(
+                    "pseudo_labels with factor heads is not supported; use targets.heads=classes"
+                )
+            # Pseudo-labelled test images join the training side only: validation stays train.csv rows.
+            test_rows, test_labels = pseudo_rows(cfg["pseudo_labels"], ds)
+            images = StackedImages([images, decoded_images(ds, "test", size=size)])
+            train_rows = np.concatenate([train_rows, len(ds.train) + test_rows])
+            train_labels = np.concatenate([train_labels, test_labels])
+            train_kinds = np.concatenate([train_kinds, np.zeros(len(test_rows), np.int8)])
+            n_pseudo = len(test_rows)
         model = create_model(
             cfg["backbone"],
             len(ds.classes) if factors is None else factors.num_outputs,
@@ -238,8 +252,8 @@ class TimmClassifier:
         mean, std = normalization(model)
         model.to(runtime.device, memory_format=torch.channels_last)
         train_set = CachedImages(
-            images, rows.train_rows, train_labels, SampleTransform(cfg["aug"], size, train=True),
-            rows.train_kinds, seed=int(cfg["seed"]),
+            images, train_rows, train_labels, SampleTransform(cfg["aug"], size, train=True),
+            train_kinds, seed=int(cfg["seed"]),
         )  # fmt: skip
         sampler = EpochSampler(len(train_set), seed=int(cfg["seed"]))
         batch = int(cfg["batch_size"])
@@ -263,7 +277,7 @@ class TimmClassifier:
             sampler=sampler,
             val_loader=val_loader,
             val_labels=rows.val_labels,
-            n_train=int((rows.train_kinds == 0).sum()),
+            n_train=int((rows.train_kinds == 0).sum()) + n_pseudo,
             n_dropped=len(rows.dropped_duplicates),
             factors=factors,
             decomposition=decomposition,

@@ -265,3 +265,77 @@ def test_refit_overrides_are_limited_to_how_it_runs(refit: dict) -> None:
     cfg = load_oof_config(EXPERIMENT, [("max_per_backbone", 1), ("resources.cpu", 2)])
     assert cfg.oof.max_per_backbone == 1 and cfg.resources.cpu == 2
     assert oof_dir(Path("/r"), "x") == Path("/r/oof/x")
+
+
+# ------------------------------------------------------------------------- pseudo-labelling round
+
+
+def test_pseudo_rows_by_threshold_or_top_fraction_per_class() -> None:
+    from search.pseudo import select_pseudo
+
+    proba = np.array([[0.95, 0.05], [0.6, 0.4], [0.2, 0.8], [0.1, 0.9], [0.45, 0.55], [0.7, 0.3]])
+    rows, labels, conf = select_pseudo(proba, threshold=0.8)
+    assert rows.tolist() == [0, 2, 3] and labels.tolist() == [0, 1, 1]
+    assert conf.tolist() == [0.95, 0.8, 0.9]
+    rows, labels, _ = select_pseudo(proba, threshold=None, top_fraction=0.5)
+    # class 0 is predicted for rows 0, 1, 5 (keep 2: 0 and 5); class 1 for 2, 3, 4 (keep 2: 3 and 2)
+    assert rows.tolist() == [0, 2, 3, 5] and labels.tolist() == [0, 1, 1, 0]
+    with pytest.raises(ValueError, match="exactly one"):
+        select_pseudo(proba, threshold=0.9, top_fraction=0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        select_pseudo(proba, threshold=1.5)
+
+
+@pytest.fixture(scope="module")
+def pseudo(refit: dict) -> dict:
+    """The ensemble stage (mean) over the refit, then one pseudo-labelling round from it."""
+    from ensemble.stage import run_stage
+    from search.pseudo import run_pseudo
+
+    cfg = refit["cfg"].copy()
+    cfg.ensemble.method = "mean"
+    run_stage(cfg, refit["outcome"])
+    outcome = run_pseudo(cfg, threshold=None, top_fraction=0.5)
+    return {"cfg": cfg, "outcome": outcome}
+
+
+@pytest.mark.slow
+def test_pseudo_labels_are_the_ensembles_confident_test_predictions(pseudo: dict, refit: dict) -> None:
+    from search.pseudo import find_ensemble
+
+    out = pseudo["outcome"]
+    ds = load_dataset(refit["cfg"].data)
+    proba = np.load(find_ensemble(refit["outcome"].out_dir.parent.parent, EXPERIMENT) / "test_proba.npy")
+    labels = pd.read_csv(out.labels)
+    assert len(labels) == out.n_added and 0 < out.n_added < len(ds.test)
+    position = {p: i for i, p in enumerate(ds.test["image_path"])}
+    rows = np.array([position[p] for p in labels["image_path"]])
+    assert np.array_equal(labels["target"].to_numpy(), proba[rows].argmax(1))
+
+
+@pytest.mark.slow
+def test_no_pseudo_labelled_row_ever_lands_in_a_validation_fold(pseudo: dict, refit: dict) -> None:
+    out = pseudo["outcome"]
+    assert out.refit.complete and out.refit.experiment == f"{EXPERIMENT}-pseudo"
+    plain = {r.model.model_id: r for r in refit["oof"].results}
+    for result in out.refit.results:
+        before = plain[result.model.model_id]
+        for fold in range(K):
+            with_pseudo = read_fold_result(fold_result_path(result.directory, fold))
+            without = read_fold_result(fold_result_path(before.directory, fold))
+            # validation: the same train.csv rows, nothing from the test set
+            assert np.array_equal(with_pseudo["val_rows"], without["val_rows"])
+            # training: the same rows plus every pseudo-labelled test image
+            assert with_pseudo["fit"]["n_train"] == without["fit"]["n_train"] + out.n_added
+        art = read_artifact(result.directory)
+        assert art.n_train == len(load_dataset(refit["cfg"].data).train)
+        assert art.config["pseudo_labels"] == str(out.labels.resolve())
+
+
+@pytest.mark.slow
+def test_the_round_reports_oof_before_and_after(pseudo: dict) -> None:
+    out = pseudo["outcome"]
+    table = out.comparison
+    assert set(table.index) == {r.model.model_id for r in out.refit.results} | {"mean ensemble"}
+    assert np.allclose(table["change"], table["after"] - table["before"])
+    assert "OOF before" in out.report.read_text()
