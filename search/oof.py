@@ -230,12 +230,12 @@ def data_facts(models: Sequence[RefitModel]) -> DataFacts:
     specs = {_fold_spec(m.config) for m in models}
     if len(specs) != 1:
         raise ValueError(
-            "the chosen models use different data or folds (data, k, folds_seed, group_pattern): "
+            "the chosen models use different data or folds (data, k, folds_seed, group_pattern, group_column): "
             f"{sorted(specs, key=str)}; refit them separately (oof.top_k, or a search with those keys fixed)"
         )
-    data, k, seed, pattern = specs.pop()
+    data, k, seed, pattern, column = specs.pop()
     ds = load_dataset(data)
-    folds = folds_for(ds, k=k, seed=seed, group_pattern=pattern)
+    folds = folds_for(ds, k=k, seed=seed, group_pattern=pattern, group_column=column)
     test_paths = None if ds.test is None else [str(p) for p in ds.test["image_path"]]
     return DataFacts(
         classes=[str(c) for c in ds.classes],
@@ -430,6 +430,7 @@ def _fold_spec(config: dict[str, Any]) -> tuple[Any, ...]:
         int(config.get("k", 5)),
         int(config.get("folds_seed", 0)),
         config.get("group_pattern"),
+        config.get("group_column"),
     )
 
 

@@ -133,7 +133,8 @@ def _refit_epochs(row: pd.Series, config: dict[str, Any], epochs: int | str) -> 
     best = row.get("best_epoch")
     if best is None or (isinstance(best, float) and math.isnan(best)):
         return int(config.get("epochs", 1))
-    return max(1, int(best))
+    # 0 is a real fit for trainables that report an untrained epoch 0 (CLIP's zero-shot model)
+    return max(0, int(best))
 
 
 def _slug(text: str) -> str:

@@ -43,7 +43,7 @@ class Trainable(Protocol):
 T = TypeVar("T")
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 # Imported on first lookup, so that importing the package stays light (no torch until needed).
-_BUILTIN_MODULES = ("trainables.timm_classifier",)
+_BUILTIN_MODULES = ("trainables.timm_classifier", "trainables.clip", "trainables.dino")
 
 
 def _load_builtin() -> None:
