@@ -195,13 +195,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_mlflow:
         from ensemble._mlflow import log_run, tracking_uri
 
-        run_id = log_run(
-            summary,
-            out_dir,
-            experiment_name=args.mlflow_experiment,
-            params={"trials": args.trials, "generations": args.generations, "seed": args.seed},
-        )
-        console.print(f"MLflow run {run_id} at {tracking_uri()}", highlight=False)
+        try:
+            run_id = log_run(
+                summary,
+                out_dir,
+                experiment_name=args.mlflow_experiment,
+                params={"trials": args.trials, "generations": args.generations, "seed": args.seed},
+            )
+        except Exception as err:  # the store is down or refuses: the files are what matters
+            first = str(err).splitlines()[0][:300] if str(err) else ""
+            errors.print(
+                f"[yellow]warning:[/] MLflow at {tracking_uri()} failed ({type(err).__name__}: {first}); "
+                f"the ensemble's files are written in {out_dir} but not logged",
+                highlight=False,
+            )
+        else:
+            console.print(f"MLflow run {run_id} at {tracking_uri()}", highlight=False)
     return 0
 
 

@@ -134,7 +134,10 @@ def report(outcome: SearchOutcome, cfg: DictConfig) -> None:
     )
     if outcome.tracking_uri:
         print(f"mlflow store:          {outcome.tracking_uri}   (parent run {outcome.parent_run_id})")
-        print(f"open it with:          mlflow ui --backend-store-uri {outcome.tracking_uri}")
+        if str(outcome.tracking_uri).startswith(("http://", "https://")):
+            print(f"open it at:            {outcome.tracking_uri}")
+        else:
+            print(f"open it with:          mlflow ui --backend-store-uri {outcome.tracking_uri}")
     print(f"trial-epochs spent:    {outcome.trial_epochs}")
 
 

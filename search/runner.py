@@ -329,3 +329,11 @@ def _finish_parent(
     files = [*outcome.files, outcome.out_dir / CONFIG_FILE]
     status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(record.status, "FAILED")
     tracking.finish_run(tracker, record.parent_run_id, metrics=metrics, artifacts=files, status=status)
+    if not tracker.healthy:
+        log.warning(
+            "MLflow at %s is still unreachable: the parent run %s (and trials that ended during the outage) "
+            "stay RUNNING there; the leaderboard in %s is complete",
+            tracker.uri,
+            record.parent_run_id,
+            outcome.out_dir,
+        )

@@ -240,3 +240,22 @@ assert rc == 0 and not loaded, (rc, loaded)
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_dead_tracking_server_costs_a_warning_not_the_submission(
+    digits_oof, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    out = tmp_path / "out"
+    assert (
+        main(["--runs", *map(str, digits_oof.model_dirs), "--method", "mean", "--out", str(out), *QUICK]) == 0
+    )
+    assert (out / "submission.csv").is_file() and (out / "test_proba.npy").is_file()
+    assert "but not logged" in capsys.readouterr().err
