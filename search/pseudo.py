@@ -5,7 +5,13 @@ by ``ensemble.optimize``) give a label to every test image; the confident ones (
 least ``threshold``, or the ``top_fraction`` most confident of each predicted class) become
 extra training rows. The search's refit models are fit again on every fold with those rows added
 to the training side only (validation rows stay the labelled train.csv rows, so the OOF scores
-before and after compare like for like), into ``runs/oof/<experiment>-pseudo/``. The report
+before and after compare like for like), into ``runs/oof/<experiment>-pseudo/``.
+
+Fold-honest by default: fold ``k``'s extra rows are labelled by the test predictions of the fold
+``k`` models alone (saved by the refit), which never saw fold ``k``'s validation rows. Labels from
+the full ensemble carry what the other folds' models learnt from those very rows, and an OOF
+score measured with them is optimistic (``honest=false`` shows by how much). The ensemble's own
+labels (``pseudo_labels_fold-1.csv``) are what a final fit on every row uses. The report
 (``runs/pseudo/<experiment>/report.md``) puts each model's CV score and the mean ensemble's OOF
 accuracy before and after side by side.
 
@@ -34,12 +40,13 @@ from ensemble.artifacts import find_artifacts, read_artifact
 from search.config import ConfigError, parse_overrides, runs_root
 from search.io import atomic_write, atomic_write_text
 from search.oof import OofOutcome, load_oof_config, oof_dir, print_summary, run_oof
+from search.oof_fold import fold_result_path, read_fold_result
 
 log = logging.getLogger("search.pseudo")
 
-PSEUDO_FILE = "pseudo_labels.csv"
+PSEUDO_FILE = "pseudo_labels_fold{fold}.csv"  # {fold}: the trainable reads its fold's file; -1 = all rows
 # key=value arguments of this command (the rest go to the refit, as for search.oof)
-OWN_KEYS = ("experiment", "threshold", "top_fraction", "ensemble", "name")
+OWN_KEYS = ("experiment", "threshold", "top_fraction", "ensemble", "name", "honest")
 
 
 @dataclass
@@ -47,8 +54,11 @@ class PseudoOutcome:
     """A pseudo-labelling round: what was added and what it changed.
 
     Attributes:
-        labels: ``pseudo_labels.csv``: test ``image_path``, ``target``, ``class_name``, ``confidence``.
-        n_added: Test rows added to each fold's training side.
+        labels: The ensemble's labels (``pseudo_labels_fold-1.csv``): test ``image_path``,
+            ``target``, ``class_name``, ``confidence``; the per-fold files sit beside it.
+        n_added: Rows in that file.
+        n_added_per_fold: Rows added to each fold's training side.
+        honest: Whether each fold's labels came from its own models only.
         comparison: One row per model plus ``mean ensemble``: ``before``, ``after``, ``change``.
         refit: The refit with pseudo-labels.
         report: ``report.md``.
@@ -56,6 +66,8 @@ class PseudoOutcome:
 
     labels: Path
     n_added: int
+    n_added_per_fold: list[int]
+    honest: bool
     comparison: pd.DataFrame
     refit: OofOutcome
     report: Path
@@ -132,6 +144,7 @@ def run_pseudo(
     top_fraction: float | None = None,
     ensemble: str | None = None,
     name: str | None = None,
+    honest: bool = True,
 ) -> PseudoOutcome:
     """Run one round: label, refit with the labels, compare.
 
@@ -141,6 +154,8 @@ def run_pseudo(
         top_fraction: See :func:`select_pseudo`.
         ensemble: The ensemble directory; None for the newest of the experiment.
         name: The refit's OOF experiment (default ``<experiment>-pseudo``).
+        honest: Label fold ``k``'s extra rows with the fold-``k`` models' mean test prediction
+            (see the module docstring); False uses the ensemble's labels in every fold.
 
     Raises:
         FileNotFoundError: No ensemble, or the plain refit (the "before") is missing.
@@ -156,13 +171,58 @@ def run_pseudo(
         raise ValueError(
             f"{source}/test_proba.npy has {len(proba)} rows, the OOF artifacts' test set another count"
         )
-    rows, labels, confidence = select_pseudo(proba, threshold=threshold, top_fraction=top_fraction)
+    out = runs / "pseudo" / experiment
+    rule = dict(threshold=threshold, top_fraction=top_fraction)
+    labels_path = _write_labels(out, -1, proba, ref, rule)
+    n_folds = int(np.unique(ref.folds).size)
+    per_fold = []
+    for fold in range(n_folds):
+        fold_proba = _fold_test_proba(before, fold) if honest else proba
+        per_fold.append(_count(_write_labels(out, fold, fold_proba, ref, rule)))
+    log.info(
+        "pseudo-labelling %s test rows of %d per fold (%s, %s) from %s",
+        per_fold, len(proba), f"threshold {threshold}" if threshold is not None else f"top {top_fraction} per class",
+        "each fold's own models" if honest else "the ensemble", source,
+    )  # fmt: skip
+
+    refit = run_oof(
+        cfg,
+        out_name=name or f"{experiment}-pseudo",
+        config_overrides={"pseudo_labels": str((out / PSEUDO_FILE).resolve())},
+        log_prefix="pseudo",
+    )
+    comparison = compare(before, [r for r in refit.results if r.complete])
+    n_added = _count(labels_path)
+    report = atomic_write_text(
+        out / "report.md",
+        report_markdown(experiment, source, labels_path, n_added, per_fold, len(proba), honest, comparison),
+    )
+    atomic_write(out / "comparison.csv", lambda tmp: comparison.to_csv(tmp))
+    return PseudoOutcome(labels_path, n_added, per_fold, honest, comparison, refit, report)
+
+
+def _fold_test_proba(artifacts: Sequence[Any], fold: int) -> np.ndarray:
+    """The mean test prediction of the fold-``fold`` models of the refit (from its fold files)."""
+    probs = []
+    for art in artifacts:
+        path = fold_result_path(art.path, fold)
+        saved = read_fold_result(path) if path.is_file() else {"test_probs": None}
+        if saved["test_probs"] is None:
+            raise FileNotFoundError(
+                f"{path} has no test predictions, which fold-honest labels need; "
+                "rerun the refit (python -m search.oof) or pass honest=false"
+            )
+        probs.append(saved["test_probs"].astype(np.float64))
+    return np.mean(probs, axis=0)
+
+
+def _write_labels(out: Path, fold: int, proba: np.ndarray, ref: Any, rule: dict[str, Any]) -> Path:
+    rows, labels, confidence = select_pseudo(proba, **rule)
     if len(rows) == 0:
         raise ValueError(
-            f"no test row reaches threshold={threshold} (top probability max {proba.max(1).max():.3f}); "
+            f"no test row reaches threshold={rule['threshold']} (top probability max {proba.max(1).max():.3f}); "
             "lower the threshold or use top_fraction"
         )
-    out = runs / "pseudo" / experiment
     frame = pd.DataFrame(
         {
             "image_path": [ref.test_image_paths[r] for r in rows],
@@ -171,24 +231,12 @@ def run_pseudo(
             "confidence": confidence.astype(np.float64),
         }
     )
-    labels_path = atomic_write(out / PSEUDO_FILE, lambda tmp: frame.to_csv(tmp, index=False))
-    log.info(
-        "pseudo-labelling %d of %d test rows (%s) from %s",
-        len(rows), len(proba), f"threshold {threshold}" if threshold is not None else f"top {top_fraction} per class", source,
-    )  # fmt: skip
+    path = out / PSEUDO_FILE.replace("{fold}", str(fold))
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
-    refit = run_oof(
-        cfg,
-        out_name=name or f"{experiment}-pseudo",
-        config_overrides={"pseudo_labels": str(labels_path.resolve())},
-        log_prefix="pseudo",
-    )
-    comparison = compare(before, [r for r in refit.results if r.complete])
-    report = atomic_write_text(
-        out / "report.md", report_markdown(experiment, source, labels_path, len(rows), len(proba), comparison)
-    )
-    atomic_write(out / "comparison.csv", lambda tmp: comparison.to_csv(tmp))
-    return PseudoOutcome(labels_path, len(rows), comparison, refit, report)
+
+def _count(path: Path) -> int:
+    return len(pd.read_csv(path))
 
 
 def compare(before: Sequence[Any], after: Sequence[Any]) -> pd.DataFrame:
@@ -219,14 +267,22 @@ def compare(before: Sequence[Any], after: Sequence[Any]) -> pd.DataFrame:
 
 
 def report_markdown(
-    experiment: str, source: Path, labels: Path, n_added: int, n_test: int, comparison: pd.DataFrame
+    experiment: str,
+    source: Path,
+    labels: Path,
+    n_added: int,
+    per_fold: Sequence[int],
+    n_test: int,
+    honest: bool,
+    comparison: pd.DataFrame,
 ) -> str:
     """The round's report: what was added, and the OOF accuracy before and after."""
+    labelled_by = "each fold's own models (fold-honest)" if honest else "the ensemble (optimistic OOF)"
     lines = [
         f"# Pseudo-labelling round: {experiment}",
         "",
-        f"- ensemble: `{source}`",
-        f"- pseudo-labels: `{labels}` ({n_added} of {n_test} test rows, {n_added / max(n_test, 1):.1%})",
+        f"- ensemble: `{source}`; its labels for a final fit: `{labels}` ({n_added} of {n_test} test rows)",
+        f"- rows added per fold: {list(per_fold)}, labelled by {labelled_by}",
         "- added to the training side of every fold; validation rows are train.csv's only",
         "",
         "| model | OOF before | OOF after | change |",
@@ -256,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             top_fraction=top_fraction,
             ensemble=own.get("ensemble"),
             name=own.get("name"),
+            honest=bool(own.get("honest", True)),
         )
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -263,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_summary(outcome.refit)
     print()
     print(outcome.comparison.to_string(float_format=lambda x: f"{x:.4f}"))
-    print(f"\npseudo-labels: {outcome.labels} ({outcome.n_added} rows)\nreport:        {outcome.report}")
+    print(f"\npseudo-labels: {outcome.labels} ({outcome.n_added} rows; per fold {outcome.n_added_per_fold})")
+    print(f"report:        {outcome.report}")
     return 0 if outcome.refit.complete else 1
 
 

@@ -18,7 +18,7 @@ group_column        ``None``                   train.csv column naming the leaka
 backbone            ``"tf_efficientnet_lite0"`` any ``timm`` model name
 pretrained          ``True``                   builtin offline weights if the backbone has them, else timm's hub
 pretrained_path     ``None``                   local weights file (or trainable checkpoint dir); wins over ``pretrained``
-pseudo_labels       ``None``                   CSV of test rows (``image_path,target``) added to the training side of every fold
+pseudo_labels       ``None``                   CSV of test rows (``image_path,target``) added to the training side of every fold; ``{fold}`` in it is the fold
 image_size          ``128``                    side of the square decoded cache and of the network input
 epochs              ``10``                     training epochs
 batch_size          ``64``                     training batch size (evaluation uses twice this)

@@ -88,13 +88,17 @@ def trial_rows(config: dict[str, Any], folds: pd.DataFrame) -> TrialRows:
     return TrialRows(rows, labels, kinds, positions[is_val], targets[is_val], dropped)
 
 
-def pseudo_rows(path: str, ds: Any) -> tuple[np.ndarray, np.ndarray]:
+def pseudo_rows(path: str, ds: Any, fold: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Test positions and labels of a pseudo-label CSV (``image_path,target``, as ``search.pseudo`` writes).
+
+    A ``{fold}`` in the path is replaced by the trial's validation fold (``-1`` when training on
+    every row), so each fold can read labels made without its own validation rows.
 
     Raises:
         ValueError: The data set has no test split, the CSV lacks a column, names an image that
             is not in test.csv, or a target outside the classes.
     """
+    path = path.replace("{fold}", str(-1 if fold is None else int(fold)))
     if ds.test is None:
         raise ValueError(f"pseudo_labels={path}: the data set {ds.name} has no test split to take rows from")
     table = pd.read_csv(path)

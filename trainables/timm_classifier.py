@@ -20,7 +20,7 @@ from trainables.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from trainables.config import BASE_DEFAULTS, factor_heads, resolve_config, uses_factors
+from trainables.config import BASE_DEFAULTS, factor_heads, resolve_config, train_on_all, uses_factors
 from trainables.engine import Batcher, classification_metrics, predict_proba, train_one_epoch
 from trainables.factors import Factorisation, build_factorisation
 from trainables.loader import CachedImages, EpochSampler, StackedImages, make_loader
@@ -234,7 +234,8 @@ class TimmClassifier:
                     "pseudo_labels with factor heads is not supported; use targets.heads=classes"
                 )
             # Pseudo-labelled test images join the training side only: validation stays train.csv rows.
-            test_rows, test_labels = pseudo_rows(cfg["pseudo_labels"], ds)
+            fold = None if train_on_all(cfg) else int(cfg["fold"])
+            test_rows, test_labels = pseudo_rows(cfg["pseudo_labels"], ds, fold)
             images = StackedImages([images, decoded_images(ds, "test", size=size)])
             train_rows = np.concatenate([train_rows, len(ds.train) + test_rows])
             train_labels = np.concatenate([train_labels, test_labels])

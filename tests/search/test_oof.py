@@ -311,6 +311,20 @@ def test_pseudo_labels_are_the_ensembles_confident_test_predictions(pseudo: dict
     position = {p: i for i, p in enumerate(ds.test["image_path"])}
     rows = np.array([position[p] for p in labels["image_path"]])
     assert np.array_equal(labels["target"].to_numpy(), proba[rows].argmax(1))
+    # fold-honest: fold k's rows are labelled by the fold-k models' mean test prediction only
+    assert out.honest
+    for fold in range(K):
+        fold_proba = np.mean(
+            [
+                read_fold_result(fold_result_path(r.directory, fold))["test_probs"]
+                for r in refit["oof"].results
+            ],
+            axis=0,
+        )
+        fold_labels = pd.read_csv(out.labels.parent / f"pseudo_labels_fold{fold}.csv")
+        assert len(fold_labels) == out.n_added_per_fold[fold]
+        fold_rows = np.array([position[p] for p in fold_labels["image_path"]])
+        assert np.array_equal(fold_labels["target"].to_numpy(), fold_proba[fold_rows].argmax(1))
 
 
 @pytest.mark.slow
@@ -326,10 +340,12 @@ def test_no_pseudo_labelled_row_ever_lands_in_a_validation_fold(pseudo: dict, re
             # validation: the same train.csv rows, nothing from the test set
             assert np.array_equal(with_pseudo["val_rows"], without["val_rows"])
             # training: the same rows plus every pseudo-labelled test image
-            assert with_pseudo["fit"]["n_train"] == without["fit"]["n_train"] + out.n_added
+            assert with_pseudo["fit"]["n_train"] == without["fit"]["n_train"] + out.n_added_per_fold[fold]
         art = read_artifact(result.directory)
         assert art.n_train == len(load_dataset(refit["cfg"].data).train)
-        assert art.config["pseudo_labels"] == str(out.labels.resolve())
+        assert art.config["pseudo_labels"] == str(
+            out.labels.parent.resolve() / "pseudo_labels_fold{fold}.csv"
+        )
 
 
 @pytest.mark.slow
