@@ -7,6 +7,7 @@ either. Accuracy is flat-stepped in the weights, which suits these derivative-fr
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
@@ -104,7 +105,10 @@ class BayesianEnsemble(WeightedEnsemble):
             )
             study.enqueue_trial({n: float(m == best_single) for m, n in enumerate(names)})
             study.enqueue_trial(dict.fromkeys(names, 1.0))
-            study.optimize(trial_fn, n_trials=self.n_trials, show_progress_bar=self.verbose)
+            # Optuna's bar redraws per trial: on a terminal only, or a log file gets a line per trial.
+            study.optimize(
+                trial_fn, n_trials=self.n_trials, show_progress_bar=self.verbose and sys.stderr.isatty()
+            )
         finally:
             optuna.logging.set_verbosity(verbosity)
         self.history_ = np.asarray(tracker.history)
