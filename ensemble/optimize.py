@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     p.add_argument("--mlflow-experiment", help="MLflow experiment (default: the OOF experiment's name)")
     p.add_argument(
+        "--mlflow-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///$RUNS_DIR/mlflow.db)",
+    )
+    p.add_argument(
         "--no-submission", action="store_true", help="keep models without test.npy and skip the submission"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -201,16 +205,17 @@ def main(argv: list[str] | None = None) -> int:
                 out_dir,
                 experiment_name=args.mlflow_experiment,
                 params={"trials": args.trials, "generations": args.generations, "seed": args.seed},
+                uri=args.mlflow_uri,
             )
         except Exception as err:  # the store is down or refuses: the files are what matters
             first = str(err).splitlines()[0][:300] if str(err) else ""
             errors.print(
-                f"[yellow]warning:[/] MLflow at {tracking_uri()} failed ({type(err).__name__}: {first}); "
+                f"[yellow]warning:[/] MLflow at {args.mlflow_uri or tracking_uri()} failed ({type(err).__name__}: {first}); "
                 f"the ensemble's files are written in {out_dir} but not logged",
                 highlight=False,
             )
         else:
-            console.print(f"MLflow run {run_id} at {tracking_uri()}", highlight=False)
+            console.print(f"MLflow run {run_id} at {args.mlflow_uri or tracking_uri()}", highlight=False)
     return 0
 
 

@@ -7,7 +7,6 @@ through plain attribute access and imports nothing from ``search``, ``torch`` or
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ def stage_out_dir(cfg: Any, experiment: str) -> Path:
     return runs_dir() / "ensembles" / experiment / label
 
 
-def stage_argv(cfg: Any, experiment: str) -> list[str]:
+def stage_argv(cfg: Any, experiment: str, tracking_uri: str | None = None) -> list[str]:
     """The ``ensemble.optimize`` command line for a search's config."""
     ens = cfg.ensemble
     argv = [
@@ -35,6 +34,8 @@ def stage_argv(cfg: Any, experiment: str) -> list[str]:
         argv.append("--no-mlflow")
     else:
         argv += ["--mlflow-experiment", str(cfg.mlflow.experiment)]
+        if tracking_uri:
+            argv += ["--mlflow-uri", str(tracking_uri)]
     return argv
 
 
@@ -53,18 +54,7 @@ def run_stage(cfg: Any, outcome: Any) -> str:
     from ensemble.optimize import main
 
     experiment = str(outcome.experiment)
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    uri = getattr(outcome, "tracking_uri", None)
-    if uri:
-        os.environ["MLFLOW_TRACKING_URI"] = str(uri)
-    try:
-        code = main(stage_argv(cfg, experiment))
-    finally:
-        if uri:
-            if previous is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = previous
+    code = main(stage_argv(cfg, experiment, getattr(outcome, "tracking_uri", None)))
     if code != 0:
         raise RuntimeError(f"the ensemble stage failed (exit {code}); see the error above")
     submission = stage_out_dir(cfg, experiment) / "submission.csv"

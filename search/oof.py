@@ -300,7 +300,8 @@ def print_summary(outcome: OofOutcome) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; 0 when every model is complete, 1 when folds are missing, 2 on bad input."""
+    """Run the command line; 0 when every model is complete, 1 when folds are missing, 2 on bad input
+    or inconsistent fold files (the message names the file to delete)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
         print(textwrap.dedent(__doc__ or "").strip())
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         experiment = dict(pairs).get("experiment")
         cfg = load_oof_config(experiment, [(k, v) for k, v in pairs if k != "experiment"])
         outcome = run_oof(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_summary(outcome)

@@ -10,15 +10,14 @@ the stage continues the fold from its last epoch instead of starting it over.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from search.io import atomic_write
 from trainables.session import InlineSession
 
 FOLDS_DIR = "folds"
@@ -153,7 +152,6 @@ def save_fold_result(
     summary: dict[str, Any],
 ) -> Path:
     """Write a fold's predictions atomically (temp name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "val_rows": np.asarray(val_rows, dtype=np.int64),
         "val_probs": np.asarray(val_probs, dtype=np.float32),
@@ -161,17 +159,7 @@ def save_fold_result(
     if test_probs is not None:
         arrays["test_probs"] = np.asarray(test_probs, dtype=np.float32)
     arrays["summary"] = np.frombuffer(json.dumps(summary).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def read_fold_result(path: Path) -> dict[str, Any]:

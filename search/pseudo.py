@@ -173,12 +173,12 @@ def run_pseudo(
         )
     out = runs / "pseudo" / experiment
     rule = dict(threshold=threshold, top_fraction=top_fraction)
-    labels_path = _write_labels(out, -1, proba, ref, rule)
+    labels_path, n_added = _write_labels(out, -1, proba, ref, rule)
     n_folds = int(np.unique(ref.folds).size)
     per_fold = []
     for fold in range(n_folds):
         fold_proba = _fold_test_proba(before, fold) if honest else proba
-        per_fold.append(_count(_write_labels(out, fold, fold_proba, ref, rule)))
+        per_fold.append(_write_labels(out, fold, fold_proba, ref, rule)[1])
     log.info(
         "pseudo-labelling %s test rows of %d per fold (%s, %s) from %s",
         per_fold, len(proba), f"threshold {threshold}" if threshold is not None else f"top {top_fraction} per class",
@@ -192,7 +192,6 @@ def run_pseudo(
         log_prefix="pseudo",
     )
     comparison = compare(before, [r for r in refit.results if r.complete])
-    n_added = _count(labels_path)
     report = atomic_write_text(
         out / "report.md",
         report_markdown(experiment, source, labels_path, n_added, per_fold, len(proba), honest, comparison),
@@ -216,7 +215,10 @@ def _fold_test_proba(artifacts: Sequence[Any], fold: int) -> np.ndarray:
     return np.mean(probs, axis=0)
 
 
-def _write_labels(out: Path, fold: int, proba: np.ndarray, ref: Any, rule: dict[str, Any]) -> Path:
+def _write_labels(
+    out: Path, fold: int, proba: np.ndarray, ref: Any, rule: dict[str, Any]
+) -> tuple[Path, int]:
+    """Write the fold's pseudo-label CSV; returns its path and row count."""
     rows, labels, confidence = select_pseudo(proba, **rule)
     if len(rows) == 0:
         raise ValueError(
@@ -232,11 +234,7 @@ def _write_labels(out: Path, fold: int, proba: np.ndarray, ref: Any, rule: dict[
         }
     )
     path = out / PSEUDO_FILE.replace("{fold}", str(fold))
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
-
-
-def _count(path: Path) -> int:
-    return len(pd.read_csv(path))
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False)), len(frame)
 
 
 def compare(before: Sequence[Any], after: Sequence[Any]) -> pd.DataFrame:
@@ -314,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=own.get("name"),
             honest=bool(own.get("honest", True)),
         )
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_summary(outcome.refit)

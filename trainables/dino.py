@@ -89,7 +89,7 @@ from trainables.weights import read_state_dict
 log = logging.getLogger(__name__)
 
 _SHARED_KEYS = (
-    "data", "fold", "k", "folds_seed", "group_pattern", "backbone", "pretrained", "pretrained_path",
+    "data", "fold", "k", "folds_seed", "group_pattern", "group_column", "backbone", "pretrained", "pretrained_path",
     "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule",
     "warmup_epochs", "step_size", "gamma", "drop_rate", "drop_path_rate", "label_smoothing", "seed",
     "num_workers", "amp", "device", "tta_flip", "aug",

@@ -75,7 +75,7 @@ def load_trial_data(cfg: Mapping[str, Any]) -> TrialData:
         k=int(cfg["k"]),
         seed=int(cfg["folds_seed"]),
         group_pattern=cfg["group_pattern"],
-        group_column=cfg.get("group_column"),
+        group_column=cfg["group_column"],
     )
     rows = trial_rows(dict(cfg), folds)
     images = decoded_images(ds, "train", size=int(cfg["image_size"]))

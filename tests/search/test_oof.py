@@ -251,7 +251,7 @@ def test_the_ensemble_stage_writes_a_submission_from_the_refit(refit: dict) -> N
     assert len(sub) == len(load_dataset(refit["cfg"].data).test)
 
 
-def test_the_refit_config_refuses_changes_to_the_models(tmp_path: Path) -> None:
+def test_a_refit_of_an_unknown_search_is_refused() -> None:
     with pytest.raises(ConfigError, match="no such search|no search"):
         load_oof_config("no-such-search")
 

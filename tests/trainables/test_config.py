@@ -27,6 +27,9 @@ def test_default_config_is_complete_and_resolves(name: str) -> None:
         trainable.validate_config(cfg)
     else:
         assert resolve_config(cfg, {}) == cfg
+    # the fold keys every trainable shares, so the OOF stage and person groups work for all of them
+    for key in ("data", "fold", "k", "folds_seed", "group_pattern", "group_column"):
+        assert key in cfg, key
     for key in ("data", "fold", "backbone", "pretrained", "image_size", "epochs", "lr", "aug", "seed"):
         assert key in cfg
     assert {

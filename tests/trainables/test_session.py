@@ -45,7 +45,13 @@ def ray_cluster():
     # Another test package may have left its session-wide Ray up; this test needs its own env vars.
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+    )
     yield ray
     ray.shutdown()
 
