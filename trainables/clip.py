@@ -81,9 +81,10 @@ from trainables.weights import read_state_dict
 log = logging.getLogger(__name__)
 
 _SHARED_KEYS = (
-    "data", "fold", "k", "folds_seed", "group_pattern", "group_column", "pretrained_path", "image_size", "epochs",
-    "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule", "warmup_epochs",
-    "step_size", "gamma", "label_smoothing", "seed", "num_workers", "amp", "device", "tta_flip", "aug",
+    "data", "fold", "k", "folds_seed", "group_pattern", "group_column", "pseudo_labels", "pretrained_path",
+    "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule",
+    "warmup_epochs", "step_size", "gamma", "label_smoothing", "seed", "num_workers", "amp", "device",
+    "tta_flip", "aug",
 )  # fmt: skip
 
 CLIP_DEFAULTS: dict[str, Any] = {

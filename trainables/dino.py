@@ -89,8 +89,8 @@ from trainables.weights import read_state_dict
 log = logging.getLogger(__name__)
 
 _SHARED_KEYS = (
-    "data", "fold", "k", "folds_seed", "group_pattern", "group_column", "backbone", "pretrained", "pretrained_path",
-    "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule",
+    "data", "fold", "k", "folds_seed", "group_pattern", "group_column", "pseudo_labels", "backbone", "pretrained",
+    "pretrained_path", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule",
     "warmup_epochs", "step_size", "gamma", "drop_rate", "drop_path_rate", "label_smoothing", "seed",
     "num_workers", "amp", "device", "tta_flip", "aug",
 )  # fmt: skip
@@ -234,7 +234,9 @@ class _Trial:
     data: TrialData
     model: DinoClassifier
     batcher: Batcher
-    cached: np.ndarray | None  # (N, 2, ...) summaries of the train split when the cache is used
+    # (N, 2, ...) summaries of the train split when the cache is used, then the test split's
+    # when pseudo-labelled test rows train too (positions run on, as in trainables.split).
+    cached: list[np.ndarray] | None
 
 
 @register_trainable("dino")
@@ -408,9 +410,11 @@ class DinoTrainable:
         batcher = Batcher(runtime, mean, std)
         cached = None
         if _uses_cache(cfg, model):
-            cached = _features(data.ds, "train", cfg, model, batcher, frozen_hash)
-            if cached.nbytes <= _IN_MEMORY_BYTES:
-                cached = np.asarray(cached)  # one sequential read beats random reads of a memmap per batch
+            splits = ("train", "test") if cfg["pseudo_labels"] else ("train",)
+            cached = [_features(data.ds, split, cfg, model, batcher, frozen_hash) for split in splits]
+            if sum(part.nbytes for part in cached) <= _IN_MEMORY_BYTES:
+                # One sequential read beats random reads of a memmap per batch.
+                cached = [np.asarray(part) for part in cached]
         return _Trial(cfg, runtime, data, model, batcher, cached)
 
     def _feature_batches(self, trial: _Trial, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -555,17 +559,32 @@ def _features(
     )  # fmt: skip
 
 
-def _gather(features: np.ndarray, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
-    """``features[rows, views]`` as float32, reading a memmap in row order."""
-    order = np.argsort(rows, kind="stable")
-    out = np.empty((len(rows), *features.shape[2:]), dtype=np.float32)
-    out[order] = features[rows[order], views[order]]
+def _gather(features: np.ndarray | list[np.ndarray], rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """``features[rows, views]`` as float32, reading each memmap in row order.
+
+    ``features`` may be a list of splits' summaries whose positions run on from one to the next.
+    """
+    parts = features if isinstance(features, list) else [features]
+    starts = np.cumsum([0] + [len(part) for part in parts])
+    if len(rows) and (rows.min() < 0 or rows.max() >= starts[-1]):
+        raise IndexError(f"feature rows outside 0..{starts[-1] - 1}")
+    out = np.empty((len(rows), *parts[0].shape[2:]), dtype=np.float32)
+    which = np.searchsorted(starts, rows, side="right") - 1
+    for i, part in enumerate(parts):
+        take = np.flatnonzero(which == i)
+        take = take[np.argsort(rows[take], kind="stable")]
+        out[take] = part[rows[take] - starts[i], views[take]]
     return out
 
 
 @torch.inference_mode()
 def _predict_cached(
-    model: DinoClassifier, features: np.ndarray, rows: np.ndarray, batcher: Batcher, flip: bool, batch: int
+    model: DinoClassifier,
+    features: np.ndarray | list[np.ndarray],
+    rows: np.ndarray,
+    batcher: Batcher,
+    flip: bool,
+    batch: int,
 ) -> np.ndarray:
     model.eval()
     device = batcher.runtime.device

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -116,3 +116,23 @@ def pseudo_rows(path: str, ds: Any, fold: int | None = None) -> tuple[np.ndarray
         raise ValueError(f"pseudo_labels={path}: targets must lie in [0, {len(ds.classes)})")
     rows = np.array([position[p] for p in table["image_path"].astype(str)], dtype=np.int64)
     return rows, targets
+
+
+def with_pseudo_labels(config: dict[str, Any], ds: Any, rows: TrialRows) -> TrialRows:
+    """The trial's rows with the pseudo-labelled test rows (``config["pseudo_labels"]``) added to training.
+
+    Test rows join the training side only, as originals; validation stays train.csv rows. Their
+    positions run on after the train split's (``len(ds.train) + i``), the order in which a trainable
+    stacks the two decoded caches (:class:`trainables.loader.StackedImages`). Without
+    ``pseudo_labels`` the rows come back unchanged.
+    """
+    if not config.get("pseudo_labels"):
+        return rows
+    fold = None if train_on_all(config) else int(config["fold"])
+    test_rows, test_labels = pseudo_rows(config["pseudo_labels"], ds, fold)
+    return replace(
+        rows,
+        train_rows=np.concatenate([rows.train_rows, len(ds.train) + test_rows]),
+        train_labels=np.concatenate([rows.train_labels, test_labels]),
+        train_kinds=np.concatenate([rows.train_kinds, np.zeros(len(test_rows), rows.train_kinds.dtype)]),
+    )

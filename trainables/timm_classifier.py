@@ -20,7 +20,7 @@ from trainables.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from trainables.config import BASE_DEFAULTS, factor_heads, resolve_config, train_on_all, uses_factors
+from trainables.config import BASE_DEFAULTS, factor_heads, resolve_config, uses_factors
 from trainables.engine import Batcher, classification_metrics, predict_proba, train_one_epoch
 from trainables.factors import Factorisation, build_factorisation
 from trainables.loader import CachedImages, EpochSampler, StackedImages, make_loader
@@ -29,7 +29,7 @@ from trainables.optim import LRSchedule, make_optimizer
 from trainables.registry import register_trainable
 from trainables.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
 from trainables.session import Session
-from trainables.split import pseudo_rows, trial_rows
+from trainables.split import trial_rows, with_pseudo_labels
 
 log = logging.getLogger(__name__)
 
@@ -216,31 +216,23 @@ class TimmClassifier:
             group_column=cfg["group_column"],
         )
         rows = trial_rows(cfg, folds)
-        factors, decomposition, train_labels = None, None, rows.train_labels
+        factors, decomposition, head_labels = None, None, None
         if uses_factors(cfg):
             heads = factor_heads(cfg)
             targets = {**cfg["targets"], "fine": bool(cfg["targets"]["fine"]) and heads}
             decomposition, head_labels = build_factorisation(targets, ds.classes, ds.train)
-            if heads:
-                # Rows are balanced by class (trial_rows); each then carries its own head labels.
-                factors, train_labels = decomposition, head_labels[rows.train_rows]
+            factors = decomposition if heads else None
         size = int(cfg["image_size"])
         images = decoded_images(ds, "train", size=size)
-        train_rows, train_kinds = rows.train_rows, rows.train_kinds
-        n_pseudo = 0
         if cfg["pseudo_labels"]:
             if factors is not None:
                 raise ValueError(
                     "pseudo_labels with factor heads is not supported; use targets.heads=classes"
                 )
-            # Pseudo-labelled test images join the training side only: validation stays train.csv rows.
-            fold = None if train_on_all(cfg) else int(cfg["fold"])
-            test_rows, test_labels = pseudo_rows(cfg["pseudo_labels"], ds, fold)
+            rows = with_pseudo_labels(cfg, ds, rows)
             images = StackedImages([images, decoded_images(ds, "test", size=size)])
-            train_rows = np.concatenate([train_rows, len(ds.train) + test_rows])
-            train_labels = np.concatenate([train_labels, test_labels])
-            train_kinds = np.concatenate([train_kinds, np.zeros(len(test_rows), np.int8)])
-            n_pseudo = len(test_rows)
+        # Rows are balanced by class (trial_rows); with factor heads each carries its own head labels.
+        train_labels = rows.train_labels if factors is None else head_labels[rows.train_rows]
         model = create_model(
             cfg["backbone"],
             len(ds.classes) if factors is None else factors.num_outputs,
@@ -253,8 +245,8 @@ class TimmClassifier:
         mean, std = normalization(model)
         model.to(runtime.device, memory_format=torch.channels_last)
         train_set = CachedImages(
-            images, train_rows, train_labels, SampleTransform(cfg["aug"], size, train=True),
-            train_kinds, seed=int(cfg["seed"]),
+            images, rows.train_rows, train_labels, SampleTransform(cfg["aug"], size, train=True),
+            rows.train_kinds, seed=int(cfg["seed"]),
         )  # fmt: skip
         sampler = EpochSampler(len(train_set), seed=int(cfg["seed"]))
         batch = int(cfg["batch_size"])
@@ -278,7 +270,7 @@ class TimmClassifier:
             sampler=sampler,
             val_loader=val_loader,
             val_labels=rows.val_labels,
-            n_train=int((rows.train_kinds == 0).sum()) + n_pseudo,
+            n_train=int((rows.train_kinds == 0).sum()),
             n_dropped=len(rows.dropped_duplicates),
             factors=factors,
             decomposition=decomposition,

@@ -26,11 +26,11 @@ from trainables.augment import SampleTransform
 from trainables.checkpoint import new_checkpoint_dir, save_checkpoint
 from trainables.config import merge_config
 from trainables.engine import Batcher
-from trainables.loader import CachedImages, EpochSampler, make_loader
+from trainables.loader import CachedImages, EpochSampler, StackedImages, make_loader
 from trainables.optim import LRSchedule
 from trainables.runtime import Runtime
 from trainables.session import Session
-from trainables.split import TrialRows, trial_rows
+from trainables.split import TrialRows, trial_rows, with_pseudo_labels
 
 # Keys that may differ between the run that wrote a checkpoint and one resuming or predicting from it.
 RUNTIME_KEYS = ("data", "batch_size", "num_workers", "amp", "device", "tta_flip")
@@ -44,14 +44,16 @@ class TrialData:
 
     Attributes:
         ds: The loaded dataset.
-        rows: Training/validation positions and labels of this fold.
-        images: The decoded train split, ``(N, S, S, 3)`` uint8 memmap.
+        rows: Training/validation positions and labels of this fold (pseudo-labelled test rows,
+            if any, on the training side at positions after the train split's).
+        images: The decoded train split, ``(N, S, S, 3)`` uint8 memmap, stacked with the test
+            split's when the config has ``pseudo_labels``.
         folds_hash: Hash of the fold assignment (checked on resume).
     """
 
     ds: Any
     rows: TrialRows
-    images: np.ndarray
+    images: np.ndarray | StackedImages
     folds_hash: str
 
     @property
@@ -61,12 +63,12 @@ class TrialData:
 
     @property
     def n_train(self) -> int:
-        """Original (not fill-copy) training rows."""
+        """Original (not fill-copy) training rows, pseudo-labelled ones included."""
         return int((self.rows.train_kinds == 0).sum())
 
 
 def load_trial_data(cfg: Mapping[str, Any]) -> TrialData:
-    """Load the dataset, its folds, this fold's rows and the decoded training images."""
+    """Load the dataset, its folds, this fold's rows (plus any pseudo-labels) and the decoded images."""
     from trainables.data import decoded_images, folds_for, load_dataset
 
     ds = load_dataset(cfg["data"])
@@ -77,8 +79,10 @@ def load_trial_data(cfg: Mapping[str, Any]) -> TrialData:
         group_pattern=cfg["group_pattern"],
         group_column=cfg["group_column"],
     )
-    rows = trial_rows(dict(cfg), folds)
+    rows = with_pseudo_labels(dict(cfg), ds, trial_rows(dict(cfg), folds))
     images = decoded_images(ds, "train", size=int(cfg["image_size"]))
+    if cfg.get("pseudo_labels"):
+        images = StackedImages([images, decoded_images(ds, "test", size=int(cfg["image_size"]))])
     return TrialData(ds=ds, rows=rows, images=images, folds_hash=str(folds.attrs.get("hash", "")))
 
 
