@@ -311,7 +311,7 @@ class DinoTrainable:
         resume_dir = session.latest_checkpoint()
         if resume_dir:
             meta = read_meta(resume_dir)
-            check_resumable(meta, cfg, str(data.ds.fingerprint), data.folds_hash)
+            check_resumable(meta, cfg, str(data.ds.fingerprint), data.folds_hash, self.default_config())
             model.load_state_dict(load_model_state(resume_dir))
             state = load_train_state(resume_dir)
             optimizer.load_state_dict(state["optimizer"])

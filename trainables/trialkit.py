@@ -1,10 +1,10 @@
-"""Shared scaffolding of the CLIP and DINO trainables: a trial's data, loaders, epoch loop, checkpoints.
+"""Shared scaffolding of the trainables (timm, CLIP, DINO): a trial's data, loaders, checkpoints, checks.
 
-The same contract as the ``timm`` trainable (``trainables.timm_classifier``): rows from the folds
-table (:func:`trainables.split.trial_rows`), the decoded memmap cache through
-:class:`trainables.loader.CachedImages`, one checkpoint per epoch with ``meta.json`` holding the
-resolved config, classes, data fingerprint and folds hash, and the same resume and predict
-checks. What differs per trainable (the model, its loss, what is frozen) stays in its module.
+One contract for all of them: rows from the folds table (:func:`trainables.split.trial_rows`,
+plus any pseudo-labels), the decoded memmap cache through :class:`trainables.loader.CachedImages`,
+one checkpoint per epoch with ``meta.json`` holding the resolved config, classes, data fingerprint
+and folds hash, and the same resume and predict checks. What differs per trainable (the model,
+its loss, what is frozen, the timm trainable's mixing and factor heads) stays in its module.
 """
 
 from __future__ import annotations
@@ -87,13 +87,17 @@ def load_trial_data(cfg: Mapping[str, Any]) -> TrialData:
 
 
 def image_loaders(
-    data: TrialData, cfg: Mapping[str, Any], runtime: Runtime
+    data: TrialData, cfg: Mapping[str, Any], runtime: Runtime, train_labels: np.ndarray | None = None
 ) -> tuple[torch.utils.data.DataLoader, EpochSampler, torch.utils.data.DataLoader | None]:
-    """The training loader (augmented, balanced, seeded per epoch) and the validation loader (or None)."""
+    """The training loader (augmented, balanced, seeded per epoch) and the validation loader (or None).
+
+    ``train_labels`` replaces the rows' class targets (a multi-task model's per-head labels).
+    """
     size, batch, seed = int(cfg["image_size"]), int(cfg["batch_size"]), int(cfg["seed"])
     rows = data.rows
     train_set = CachedImages(
-        data.images, rows.train_rows, rows.train_labels, SampleTransform(cfg["aug"], size, train=True),
+        data.images, rows.train_rows, rows.train_labels if train_labels is None else train_labels,
+        SampleTransform(cfg["aug"], size, train=True),
         rows.train_kinds, seed=seed,
     )  # fmt: skip
     sampler = EpochSampler(len(train_set), seed=seed)
@@ -254,21 +258,27 @@ def report_epoch(
 
 
 def check_resumable(
-    meta: Mapping[str, Any], cfg: Mapping[str, Any], fingerprint: str, folds_hash: str
+    meta: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+    fingerprint: str,
+    folds_hash: str,
+    defaults: Mapping[str, Any],
 ) -> None:
     """Refuse to resume a checkpoint of another config, dataset or fold split.
 
-    Runtime keys (:data:`RUNTIME_KEYS`) and ``epochs`` may change.
+    Runtime keys (:data:`RUNTIME_KEYS`) and ``epochs`` may change. A key newer than the
+    checkpoint (absent from its config) had its value in ``defaults`` there.
 
     Raises:
         ValueError: What differs, and what to do.
     """
-    old = meta.get("config", {})
-    changed = sorted(k for k in cfg if k not in RUNTIME_KEYS and k != "epochs" and old.get(k) != cfg[k])
+    saved = meta.get("config", {})
+    old = {k: saved[k] if k in saved else defaults.get(k) for k in cfg}
+    changed = sorted(k for k in cfg if k not in RUNTIME_KEYS and k != "epochs" and old[k] != cfg[k])
     if changed:
         raise ValueError(
             f"cannot resume: the checkpoint was trained with other values of {changed} "
-            f"(e.g. {changed[0]}={old.get(changed[0])!r}, now {cfg[changed[0]]!r}); use a new output directory"
+            f"(e.g. {changed[0]}={old[changed[0]]!r}, now {cfg[changed[0]]!r}); use a new output directory"
         )
     for key, now in (("data_fingerprint", fingerprint), ("folds_hash", folds_hash)):
         if meta.get(key) and meta[key] != now:
