@@ -190,8 +190,6 @@ class TimmClassifier:
         return resolve_config(self.default_config(), overrides)
 
     def _setup(self, cfg: dict[str, Any]) -> _Trial:
-        if cfg["pseudo_labels"] and uses_factors(cfg) and factor_heads(cfg):
-            raise ValueError("pseudo_labels with factor heads is not supported; use targets.heads=classes")
         runtime = resolve_runtime(cfg)
         seed_everything(int(cfg["seed"]))
         data = load_trial_data(cfg)
@@ -201,8 +199,7 @@ class TimmClassifier:
             targets = {**cfg["targets"], "fine": bool(cfg["targets"]["fine"]) and heads}
             decomposition, head_labels = build_factorisation(targets, data.ds.classes, data.ds.train)
             if heads:
-                # Rows are balanced by class (trial_rows); each then carries its own head labels.
-                factors, train_labels = decomposition, head_labels[data.rows.train_rows]
+                factors, train_labels = decomposition, _head_labels(decomposition, head_labels, data)
         model = create_model(
             cfg["backbone"],
             len(data.classes) if factors is None else factors.num_outputs,
@@ -263,3 +260,28 @@ class TimmClassifier:
 def _saved_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config as a checkpoint stores it: :data:`_SAVED_IF_SET` keys only when not at their default."""
     return {k: v for k, v in config.items() if k not in _SAVED_IF_SET or v != BASE_DEFAULTS[k]}
+
+
+def _head_labels(factors: Factorisation, train_head_labels: np.ndarray, data: TrialData) -> np.ndarray:
+    """Each training row's per-head labels, rows balanced by class (``trial_rows``) included.
+
+    A pseudo-labelled test row has a class only: its heads' labels are that class's factor values,
+    which exist unless a head trains on finer bins read from a train.csv column.
+
+    Raises:
+        ValueError: Pseudo-labels with a head on finer bins.
+    """
+    rows, n_train_split = data.rows, len(data.ds.train)
+    own = rows.train_rows < n_train_split
+    if own.all():
+        return train_head_labels[rows.train_rows]
+    binned = [f.name for f in factors.factors if f.bins]
+    if binned:
+        raise ValueError(
+            f"pseudo_labels cannot train the finer-bin head(s) {binned}: a test row's class says nothing "
+            f"of its {binned[0]} bin; set targets.fine=false or targets.heads=classes, or drop pseudo_labels"
+        )
+    labels = np.empty((len(rows.train_rows), len(factors.factors)), dtype=np.int64)
+    labels[own] = train_head_labels[rows.train_rows[own]]
+    labels[~own] = factors.codes[rows.train_labels[~own]]
+    return labels

@@ -90,3 +90,41 @@ def test_a_pseudo_file_naming_unknown_images_is_a_clear_error(
     config = {**CONFIGS[name](tiny_data), "pseudo_labels": str(path)}
     with pytest.raises(ValueError, match="not in test.csv"):
         _fit(name, config, tmp_path / "out")
+
+
+def test_factor_heads_learn_pseudo_labels_through_their_class_values(
+    session_runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pseudo row's heads train on its class's factor values; a finer-bin head cannot and says so."""
+    from trainables.data import load_dataset
+
+    monkeypatch.setenv("RUNS_DIR", str(session_runs_dir))
+    ds = load_dataset("synthetic-factors")
+    label = ds.classes.index("nomask_female_old")
+    some = ds.test["image_path"]
+    pd.DataFrame({"image_path": some, "target": label}).to_csv(tmp_path / "pseudo.csv", index=False)
+    config = {
+        "data": "synthetic-factors", "backbone": "test_resnet", "pretrained": False, "image_size": 32,
+        "epochs": 3, "batch_size": 16, "lr": 1e-2, "warmup_epochs": 0, "num_workers": 0, "k": 4,
+        "aug.balance": False, "targets.factors": ["mask", "gender", "age"],
+    }  # fmt: skip
+    plain, plain_ckpt, _ = _fit("timm", config, tmp_path / "plain")
+    pseudo, pseudo_ckpt, _ = _fit(
+        "timm", {**config, "pseudo_labels": str(tmp_path / "pseudo.csv")}, tmp_path / "p"
+    )
+    assert pseudo["n_train"] == plain["n_train"] + len(some)
+    trainable, rows = create_trainable("timm"), np.arange(len(some))
+    before = trainable.predict(None, plain_ckpt, split="test", rows=rows)[:, label].mean()
+    after = trainable.predict(None, pseudo_ckpt, split="test", rows=rows)[:, label].mean()
+    assert after > before + 0.02, f"P({ds.classes[label]}) on the pseudo rows {before:.3f} -> {after:.3f}"
+
+    fine = {
+        **config,
+        "targets.factors": [
+            "mask",
+            "gender",
+            {"name": "age", "column": "age", "bins": [20, 25, 30, 35, 40, 45, 50, 55, 60, 65]},
+        ],
+    }
+    with pytest.raises(ValueError, match="finer-bin head"):
+        _fit("timm", {**fine, "pseudo_labels": str(tmp_path / "pseudo.csv")}, tmp_path / "fine")
