@@ -319,6 +319,10 @@ def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
         ),
         (oof.dtype in ("float16", "float32"), f"oof.dtype={oof.dtype!r}: use float16 or float32"),
         (
+            oof.ship_results in ("auto", True, False),
+            f"oof.ship_results={oof.ship_results!r}: use auto (when ray.storage is a URI), true or false",
+        ),
+        (
             ens.metric in ("accuracy", "f1", "logloss"),
             f"ensemble.metric={ens.metric!r}: use accuracy, f1 or logloss",
         ),

@@ -52,7 +52,7 @@ from search.oof_collect import (
     missing_folds,
     model_run_id,
 )
-from search.oof_fold import make_job, ray_fold_trial
+from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
 from search.oof_select import RefitModel, select_models, trial_configs
 from search.records import CONFIG_FILE, list_experiments, load_record, search_dir
 
@@ -182,7 +182,7 @@ def run_oof(
     facts = data_facts(models)
     name = out_name or experiment
     out_dir = oof_dir(runs, name)
-    jobs = _jobs(cfg, models, facts, out_dir)
+    jobs = _jobs(cfg, models, facts, out_dir, ship=_ships(cfg, runs))
     log.info(
         "refitting %d models x %d folds (%d fold fits to run, %d already done) into %s",
         len(models), facts.k, len(jobs), len(models) * facts.k - len(jobs), out_dir,
@@ -347,8 +347,14 @@ def _select(cfg: DictConfig, runs: Path, ray_path: str) -> list[RefitModel]:
     return [replace(m, config={**m.config, **overrides}) for m in models]
 
 
+def _ships(cfg: DictConfig, runs: Path) -> bool:
+    """Whether fold results travel through Ray's storage rather than a run directory every node shares."""
+    ship = cfg.oof.ship_results
+    return "://" in storage_root(cfg, runs) if ship == "auto" else bool(ship)
+
+
 def _jobs(
-    cfg: DictConfig, models: Sequence[RefitModel], facts: DataFacts, out_dir: Path
+    cfg: DictConfig, models: Sequence[RefitModel], facts: DataFacts, out_dir: Path, ship: bool
 ) -> list[dict[str, Any]]:
     jobs = []
     for model in models:
@@ -368,6 +374,7 @@ def _jobs(
                     predict_test=facts.test_image_paths is not None,
                     tta_flip=bool(cfg.oof.tta_flip),
                     keep_checkpoint=bool(cfg.oof.keep_checkpoints),
+                    ship=ship,
                 )
             )
     return jobs
@@ -403,7 +410,10 @@ def _run_folds(
                 verbose=int(cfg.verbose),
             ),
         )
-        tuner.fit()
+        results = tuner.fit()
+    fetched = fetch_shipped(results)
+    if fetched:
+        log.info("fetched %d fold results from Ray's storage %s", len(fetched), storage)
 
 
 def _fold_dirname(trial: Any) -> str:

@@ -5,13 +5,19 @@ A fold job is a plain dict (it travels as a Ray trial's config). Its result is
 how an interrupted refit skips its finished folds. While it trains, the fold keeps its latest
 checkpoint in ``<model_dir>/folds/fold_<k>/``, so a retry (Ray's ``max_failures``) or a rerun of
 the stage continues the fold from its last epoch instead of starting it over.
+
+Nodes that do not share the driver's run directory (Ray storage on S3, ``/runs`` per host) get
+``ship`` jobs: the fold works under the node's own ``<RUNS_DIR>/oof-staging/`` and hands its
+result file to Ray as the trial's checkpoint, which Ray uploads to its storage; the driver then
+copies it into ``<model_dir>/folds/`` (:func:`fetch_shipped`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ from search.io import atomic_write
 from trainables.session import InlineSession
 
 FOLDS_DIR = "folds"
+STAGING_DIR = "oof-staging"  # under a node's own RUNS_DIR, for ship jobs
 
 
 def fold_result_path(model_dir: str | Path, fold: int) -> Path:
@@ -46,12 +53,19 @@ def make_job(
     predict_test: bool,
     tta_flip: bool,
     keep_checkpoint: bool = False,
+    ship: bool = False,
 ) -> dict[str, Any]:
-    """The config of one fold trial (JSON-safe: it is Ray's trial config and ``params.json``)."""
+    """The config of one fold trial (JSON-safe: it is Ray's trial config and ``params.json``).
+
+    ``ship``: the node running it may not see ``model_dir``; see the module docstring.
+    """
+    model_dir = Path(model_dir).resolve()
     return {
         "model_id": model_id,
         "fold": int(fold),
-        "model_dir": str(Path(model_dir).resolve()),
+        "model_dir": str(model_dir),
+        "ship": bool(ship),
+        "staging": f"{STAGING_DIR}/{model_dir.parent.name}/{model_dir.name}",
         "trainable": trainable,
         "config": {**config, "fold": int(fold), "epochs": int(epochs)},
         "val_rows": [int(r) for r in val_rows],
@@ -80,6 +94,15 @@ class FoldSession(InlineSession):
             self.forward(dict(self.history[-1]))
 
 
+def job_dir(job: dict[str, Any]) -> Path:
+    """Where the fold writes: the model's directory, or this node's staging copy of it for ship jobs."""
+    if not job.get("ship"):
+        return Path(job["model_dir"])
+    from search.config import runs_root
+
+    return runs_root() / job["staging"]
+
+
 def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Fit one fold (resuming its checkpoint), predict, and save ``fold_<k>.npz``.
 
@@ -92,7 +115,7 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
     """
     from trainables import create_trainable
 
-    model_dir, fold = Path(job["model_dir"]), int(job["fold"])
+    model_dir, fold = job_dir(job), int(job["fold"])
     out = fold_result_path(model_dir, fold)
     if out.is_file():
         saved = read_fold_result(out)
@@ -137,11 +160,47 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
 
 
 def ray_fold_trial(config: dict[str, Any]) -> None:
-    """Ray Tune's function trainable for a fold job: epochs stream to Tune, the result to disk."""
+    """Ray Tune's function trainable for a fold job: epochs stream to Tune, the result to disk.
+
+    A ship job's result file also goes to Ray's storage, as the trial's checkpoint.
+    """
     import ray.tune
 
-    result = run_fold(config["job"], forward=lambda metrics: ray.tune.report(metrics))
-    ray.tune.report({**result, "fold_done": True})
+    job = config["job"]
+    result = run_fold(job, forward=lambda metrics: ray.tune.report(metrics))
+    if not job.get("ship"):
+        ray.tune.report({**result, "fold_done": True})
+        return
+    path = fold_result_path(job_dir(job), int(job["fold"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy2(path, Path(tmp) / path.name)
+        # report() has uploaded the directory when it returns, so the temporary copy may go.
+        ray.tune.report({**result, "fold_done": True}, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+    path.unlink()
+
+
+def fetch_shipped(results: Iterable[Any]) -> list[Path]:
+    """Copy ship jobs' result files from Ray's storage into their model directories.
+
+    Args:
+        results: Ray Tune ``Result`` objects of fold trials (a ``ResultGrid``).
+
+    Returns:
+        The fold files written; a fold already in place is left as it is.
+    """
+    written = []
+    for result in results:
+        job = (result.config or {}).get("job", {})
+        if not job.get("ship") or result.checkpoint is None:
+            continue
+        dest = fold_result_path(job["model_dir"], int(job["fold"]))
+        if dest.is_file():
+            continue
+        with result.checkpoint.as_directory() as got:
+            src = Path(got) / dest.name
+            if src.is_file():
+                written.append(atomic_write(dest, lambda tmp, src=src: shutil.copyfile(src, tmp)))
+    return written
 
 
 def save_fold_result(

@@ -240,6 +240,37 @@ def test_a_fold_that_crashed_mid_training_continues_from_its_checkpoint(refit: d
 
 
 @pytest.mark.slow
+def test_fold_results_travel_through_ray_storage_when_nodes_do_not_share_runs(
+    refit: dict, tmp_path: Path
+) -> None:
+    """``ray.storage`` as a URI: the folds work in the node's staging dir and reach the driver via Ray.
+
+    The same models refit this way give the same probabilities as the shared-disk refit.
+    """
+    from search.config import runs_root
+
+    storage = tmp_path / "bucket"
+    cfg = load_oof_config(EXPERIMENT, [("top_k", 2), ("tta_flip", True), ("ray.storage", storage.as_uri())])
+    assert cfg.oof.ship_results == "auto"
+    shipped = run_oof(cfg, out_name=f"{EXPERIMENT}-shipped", log_prefix="shipped")
+    assert shipped.complete
+    plain = {r.model.model_id: r for r in refit["oof"].results}
+    for result in shipped.results:
+        before = read_artifact(plain[result.model.model_id].directory)
+        after = read_artifact(result.directory)
+        assert np.array_equal(after.oof, before.oof) and np.array_equal(after.test, before.test)
+        for fold in range(K):
+            uploaded = list(
+                storage.glob(
+                    f"{EXPERIMENT}-shipped-oof/{result.model.model_id}-fold{fold}/checkpoint_*/fold_{fold}.npz"
+                )
+            )
+            assert len(uploaded) == 1, "the fold's result did not go through Ray's storage"
+    staging = runs_root() / "oof-staging" / f"{EXPERIMENT}-shipped"
+    assert not list(staging.rglob("*.npz")), "a node kept a result it had shipped"
+
+
+@pytest.mark.slow
 def test_the_ensemble_stage_writes_a_submission_from_the_refit(refit: dict) -> None:
     from ensemble.stage import run_stage
 
