@@ -118,6 +118,7 @@ def test_schedulers_build_with_max_t_from_epochs(name: str) -> None:
         (["trainable.data=x"], "data=<synthetic|path>"),
         (["trainable.name=nope"], "unknown trainable 'nope'; registered:"),
         (["resources.cpu=0"], "resources.cpu must be > 0"),
+        (["oof.ship_results=sometimes"], "oof.ship_results='sometimes': use auto"),
         (["oops"], "is not key=value"),
     ],
 )
