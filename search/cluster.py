@@ -50,7 +50,8 @@ def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
 
     Trials inherit ``RUNS_DIR`` as an absolute path: Ray runs them in another working directory,
     where a relative ``./runs`` would point somewhere else. On a multi-node cluster that path must
-    exist on every node (a shared filesystem), or set ``RUNS_DIR`` on the nodes.
+    exist on every node (a shared filesystem). With ``ray.storage`` a URI (S3) the nodes share no
+    files, so each keeps the ``RUNS_DIR`` it was started with (compose sets ``/runs``).
     """
     import ray
 
@@ -68,7 +69,9 @@ def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
                 "if the cluster uses token authentication (Ray's default), export RAY_AUTH_MODE=token "
                 "and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token from `ray get-auth-token`)"
             )
-        ray.init(address=address, runtime_env={"env_vars": {"RUNS_DIR": str(runs)}}, log_to_driver=True)
+        own_runs = "://" in storage_root(cfg, runs)  # hosts that share only Ray's storage
+        env = {} if own_runs else {"RUNS_DIR": str(runs)}
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
         ray.init(
             address="local",  # a new Ray of its own, even where `ray start` left one running here

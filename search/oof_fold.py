@@ -14,6 +14,7 @@ copies it into ``<model_dir>/folds/`` (:func:`fetch_shipped`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -177,6 +178,9 @@ def ray_fold_trial(config: dict[str, Any]) -> None:
         # report() has uploaded the directory when it returns, so the temporary copy may go.
         ray.tune.report({**result, "fold_done": True}, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
     path.unlink()
+    for folder in (path.parent, path.parent.parent):  # folds/ and the model's, once nothing else is left
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def fetch_shipped(results: Iterable[Any]) -> list[Path]:

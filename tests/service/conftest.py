@@ -469,8 +469,13 @@ class RayCluster:
         self.head = self._start(cmd, HEAD_IP, "head")
         return self.head
 
-    def add_worker(self) -> RayNode:
-        """``ray start --address`` with the compose flags, one CPU, no GPU; returns once it is alive in the cluster."""
+    def add_worker(self, runs: Path | None = None) -> RayNode:
+        """``ray start --address`` with the compose flags, one CPU, no GPU; returns once it is alive in the cluster.
+
+        Args:
+            runs: The node's own ``RUNS_DIR`` (a host that does not share the head's ``/runs``);
+                None shares the head's.
+        """
         ip = f"127.0.0.{3 + len(self.workers)}"
         cmd = with_flags(
             compose_command("ray-worker", self.env),
@@ -481,7 +486,8 @@ class RayCluster:
             object_store_memory=150 * 2**20,
             **self._node_ports(),
         )
-        node = self._start(cmd, ip, f"worker{len(self.workers)}")
+        env = self.env if runs is None else {**self.env, "RUNS_DIR": str(runs)}
+        node = self._start(cmd, ip, f"worker{len(self.workers)}", env)
         self.workers.append(node)
         wait_for(f"worker {ip} registered", lambda: ip in self.alive_node_ips(), 60, node.proc, node.log)
         return node
@@ -527,12 +533,12 @@ class RayCluster:
             "runtime_env_agent_port": free_port(),
         }
 
-    def _start(self, cmd: list[str], ip: str, name: str) -> RayNode:
+    def _start(self, cmd: list[str], ip: str, name: str, env: dict[str, str] | None = None) -> RayNode:
         assert cmd[:2] == ["ray", "start"], cmd
         log = self.root / f"ray-{name}.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ray.scripts.scripts", *cmd[1:]], env=self.env, cwd=self.root,
+                [sys.executable, "-m", "ray.scripts.scripts", *cmd[1:]], env=env or self.env, cwd=self.root,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         agent_port = int(next(a for a in cmd if a.startswith("--dashboard-agent-listen-port=")).split("=")[1])

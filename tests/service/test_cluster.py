@@ -14,13 +14,16 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ensemble.artifacts import read_artifact
 from tests.service.conftest import HEAD_IP, TINY, Service, free_port, healthcheck_command, healthy, wait_for
+from trainables.data import load_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -240,3 +243,63 @@ def test_a_trial_on_a_killed_worker_node_resumes_from_its_checkpoint_on_the_head
     assert after and {r["node_ip"] for r in after} == {HEAD_IP}, f"not resumed on the head: {rows}"
     dead = [n for n in service.cluster.nodes() if n["node_ip"] == worker.ip]
     assert dead and {n["state"] for n in dead} == {"DEAD"}
+
+
+def test_nodes_with_their_own_run_dirs_refit_through_the_bucket(service: Service, tmp_path: Path) -> None:
+    """Hosts that share only Ray's storage (S3 in production; a directory URI here), not ``/runs``.
+
+    The worker node gets a ``RUNS_DIR`` of its own. A search with ``stages=[oof]`` refits its best
+    model on two folds, one per node; the worker's fold result reaches the driver's ``runs/oof``
+    only through the bucket, and the worker keeps nothing of it.
+    """
+    for worker in service.cluster.workers:  # the nodes that share the head's runs dir go away
+        service.cluster.kill_worker(worker)
+    wait_for(
+        "the shared-runs workers declared dead", lambda: service.cluster.alive_node_ips() == {HEAD_IP}, 60
+    )
+    own_runs = tmp_path / "worker-runs"
+    worker = service.cluster.add_worker(runs=own_runs)
+    bucket = tmp_path / "bucket"
+    name = "svc-own-runs"
+    data = Path(load_dataset("synthetic").root)  # as on real hosts: data= names a path every host has
+    job = service.cluster.job_client().submit_job(
+        entrypoint=" ".join(
+            _search_args(
+                name,
+                "service",
+                "tune.num_samples=2",
+                "trainable.epochs=1",
+                f"data={data}",
+                "trainable.k=2",
+                "'stages=[oof]'",
+                "oof.top_k=1",
+                f"ray.storage={bucket.as_uri()}",
+            )
+        ),
+        submission_id=name,
+    )
+    try:
+        status, logs = _wait_job(service, job)
+        assert status == "SUCCEEDED", logs[-6000:]
+        assert "fetched" in logs and "fold results from Ray's storage" in logs, logs[-6000:]
+        fold_nodes = {}
+        for result in bucket.glob(f"{name}-oof/*-fold*/result.json"):
+            rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+            fold_nodes[result.parent.name] = {r["node_ip"] for r in rows}
+        assert len(fold_nodes) == 2 and worker.ip in set().union(*fold_nodes.values()), fold_nodes
+        models = [p for p in (service.runs / "oof" / name).iterdir() if p.is_dir()]
+        assert len(models) == 1
+        art = read_artifact(models[0])
+        assert len(art.fold_scores) == 2 and art.cv_mean is not None
+        assert sorted(p.name for p in (models[0] / "folds").glob("fold_*.npz")) == [
+            "fold_0.npz",
+            "fold_1.npz",
+        ]
+        assert (own_runs / "oof-staging" / name).is_dir(), "no fold ran in the worker's own runs dir"
+        assert not list((own_runs / "oof-staging").rglob("*.npz")), "the worker kept a fold result"
+        assert not (own_runs / "oof" / name).exists(), "the worker wrote into a run directory of its own"
+    finally:
+        service.cluster.kill_worker(worker)
+        wait_for(
+            "the own-runs worker declared dead", lambda: worker.ip not in service.cluster.alive_node_ips(), 60
+        )
