@@ -34,6 +34,11 @@ def storage_root(cfg: DictConfig, runs: Path) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
+def remote_storage(cfg: DictConfig, runs: Path) -> bool:
+    """Whether Ray's storage is a URI (S3 and the like): then the nodes need share no files but it."""
+    return "://" in storage_root(cfg, runs)
+
+
 def experiment_path(cfg: DictConfig, runs: Path) -> str:
     """``<storage>/<experiment>``: the directory ``Tuner.restore`` resumes from."""
     return f"{storage_root(cfg, runs).rstrip('/')}/{cfg.experiment}"
@@ -69,8 +74,7 @@ def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
                 "if the cluster uses token authentication (Ray's default), export RAY_AUTH_MODE=token "
                 "and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token from `ray get-auth-token`)"
             )
-        own_runs = "://" in storage_root(cfg, runs)  # hosts that share only Ray's storage
-        env = {} if own_runs else {"RUNS_DIR": str(runs)}
+        env = {} if remote_storage(cfg, runs) else {"RUNS_DIR": str(runs)}
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
         ray.init(

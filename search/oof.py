@@ -32,7 +32,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from search import tracking
-from search.cluster import ray_session, storage_root
+from search.cluster import ray_session, remote_storage, storage_root
 from search.config import (
     DEFAULTS_FILE,
     ConfigError,
@@ -350,7 +350,7 @@ def _select(cfg: DictConfig, runs: Path, ray_path: str) -> list[RefitModel]:
 def _ships(cfg: DictConfig, runs: Path) -> bool:
     """Whether fold results travel through Ray's storage rather than a run directory every node shares."""
     ship = cfg.oof.ship_results
-    return "://" in storage_root(cfg, runs) if ship == "auto" else bool(ship)
+    return remote_storage(cfg, runs) if ship == "auto" else bool(ship)
 
 
 def _jobs(
@@ -387,7 +387,7 @@ def _run_folds(
 
     name = f"{experiment}-oof"
     storage = storage_root(cfg, runs)
-    if "://" not in storage:
+    if not remote_storage(cfg, runs):
         # Ray's state of an earlier refit: its finished folds are on disk already, and a trial
         # directory of the same name must not be mistaken for this run's.
         shutil.rmtree(Path(storage) / name, ignore_errors=True)

@@ -13,7 +13,10 @@ from tests.trainables.conftest import TINY_CLASSES, TINY_TEST_ROWS, tiny_config
 from tests.trainables.test_clip import clip_config
 from tests.trainables.test_dino import dino_config
 from trainables import create_trainable
+from trainables.config import resolve_config
+from trainables.data import decoded_images, load_dataset
 from trainables.session import InlineSession
+from trainables.trialkit import load_trial_data
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +60,6 @@ def test_pseudo_rows_join_training_and_pull_predictions_towards_their_labels(
 
 
 def test_pseudo_rows_extend_only_the_training_side(tiny_data: Path, tmp_path: Path) -> None:
-    from trainables.config import resolve_config
-    from trainables.trialkit import load_trial_data
-
     test = pd.read_csv(tiny_data / "test.csv")
     pd.DataFrame(
         {"image_path": test["image_path"][::-1], "target": np.arange(TINY_TEST_ROWS) % TINY_CLASSES}
@@ -73,8 +73,6 @@ def test_pseudo_rows_extend_only_the_training_side(tiny_data: Path, tmp_path: Pa
     added = data.rows.train_rows[-TINY_TEST_ROWS:]
     assert sorted(added - n) == list(range(TINY_TEST_ROWS)) and data.n_train == plain.n_train + TINY_TEST_ROWS
     # each added position reads its test image, with the label the file gave it
-    from trainables.data import decoded_images, load_dataset
-
     test_images = decoded_images(load_dataset(str(tiny_data)), "test", size=int(config["image_size"]))
     first = int(added[0]) - n
     assert first == TINY_TEST_ROWS - 1 and data.rows.train_labels[-TINY_TEST_ROWS] == 0
@@ -96,8 +94,6 @@ def test_factor_heads_learn_pseudo_labels_through_their_class_values(
     session_runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pseudo row's heads train on its class's factor values; a finer-bin head cannot and says so."""
-    from trainables.data import load_dataset
-
     monkeypatch.setenv("RUNS_DIR", str(session_runs_dir))
     ds = load_dataset("synthetic-factors")
     label = ds.classes.index("nomask_female_old")
