@@ -35,6 +35,8 @@ class Preflight:
 
     Attributes:
         dataset: A one-line summary of the data (classes, rows, fingerprint).
+        n_train: Training rows kept.
+        n_test: Test rows kept (0 without a test set).
         fingerprint: The data's fingerprint.
         skipped: ``(path, reason)`` of every file ``trainable.skip_bad=true`` left out.
     """
@@ -42,6 +44,8 @@ class Preflight:
     dataset: str = ""
     fingerprint: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    n_train: int = 0
+    n_test: int = 0
 
 
 def preflight(cfg: DictConfig, *, stages: bool = True) -> Preflight:
@@ -65,6 +69,7 @@ def preflight(cfg: DictConfig, *, stages: bool = True) -> Preflight:
         *_resource_problems(cfg),
         *_backbone_problems(cfg),
         *_path_problems(cfg),
+        *_budget_problems(cfg),
     ]
     if problems:
         raise ConfigError("\n".join(problems) if len(problems) == 1 else "\n  ".join(["", *problems]).lstrip())
@@ -221,6 +226,18 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+def _budget_problems(cfg: DictConfig) -> list[str]:
+    from search.budget import parse_budget
+
+    if cfg.get("budget") in (None, ""):
+        return []
+    try:
+        parse_budget(cfg.budget)
+    except ConfigError as err:
+        return [str(err)]
+    return []
+
+
 def _path_problems(cfg: DictConfig) -> list[str]:
     """Files the trials read besides the data: local weights and pseudo-label CSVs."""
     out = []
@@ -246,4 +263,5 @@ def _check_data(cfg: DictConfig) -> Preflight:
     if ds.skipped:
         log.warning("trainable.skip_bad=true: %d missing or corrupt file(s) are left out", len(ds.skipped))
     summary = f"{ds.name}: {ds.num_classes} classes, {len(ds.train)} train / {len(ds.test) if ds.test is not None else 0} test rows"
-    return Preflight(dataset=summary, fingerprint=ds.fingerprint, skipped=list(ds.skipped))
+    n_test = len(ds.test) if ds.test is not None else 0
+    return Preflight(summary, ds.fingerprint, list(ds.skipped), len(ds.train), n_test)

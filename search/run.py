@@ -31,7 +31,7 @@ from search.config import (
     valid_keys,
 )
 from search.leaderboard import print_leaderboard
-from search.preflight import preflight
+from search.preflight import Preflight, preflight
 from search.records import CONFIG_FILE, list_experiments, search_dir
 from search.runner import SearchOutcome, run_search
 from search.space import DISTRIBUTIONS
@@ -57,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg, resume = prepare(argv)
         checked = preflight(cfg)  # every mistake a user can make, before Ray or MLflow start
+        if cfg.get("budget") and not resume:
+            size_to_budget(cfg, checked)
     except (ConfigError, ValueError, FileNotFoundError) as err:  # data errors are ValueErrors too
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -143,6 +145,17 @@ def report(outcome: SearchOutcome, cfg: DictConfig) -> None:
         else:
             print(f"open it with:          mlflow ui --backend-store-uri {outcome.tracking_uri}")
     print(f"trial-epochs spent:    {outcome.trial_epochs}")
+
+
+def size_to_budget(cfg: DictConfig, checked: Preflight) -> None:
+    """``budget=90m``: choose trials, epochs, image size and top-k, and say so before starting."""
+    from search.budget import apply_plan, plan_budget
+    from search.cluster import local_slots
+
+    plan = plan_budget(cfg, checked.n_train, checked.n_test, local_slots(cfg))
+    apply_plan(cfg, plan)
+    for line in plan.lines():
+        print(line, flush=True)
 
 
 def failure_reason(outcome: SearchOutcome) -> str:
