@@ -55,6 +55,7 @@ from search.oof_collect import (
 from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
 from search.oof_select import RefitModel, select_models, trial_configs
 from search.preflight import preflight
+from search.progress import LiveReporter, setup_logging
 from search.records import CONFIG_FILE, list_experiments, load_record, search_dir
 
 log = logging.getLogger("search.oof")
@@ -310,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "\nKeys: oof.* (or their shorthands " + ", ".join(SHORTHANDS) + "), " + ", ".join(OVERRIDABLE[1:])
         )
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         pairs = parse_overrides(argv)
         experiment = dict(pairs).get("experiment")
@@ -404,10 +405,13 @@ def _run_folds(
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=int(cfg.max_failures)),
                 callbacks=list(callbacks),
-                progress_reporter=tune.CLIReporter(
-                    parameter_columns={"job/model_id": "model", "job/fold": "fold"},
-                    metric_columns={"epoch": "epoch", "val_acc": "val_acc", "fold_acc": "fold_acc"},
-                    max_report_frequency=30,
+                progress_reporter=LiveReporter(
+                    title=f"OOF refit {experiment}",
+                    paths=[],
+                    metric="val_acc",
+                    mode="max",
+                    max_epochs=max((int(j["config"]["epochs"]) for j in jobs), default=0),
+                    group="job.model_id",
                 ),
                 verbose=int(cfg.verbose),
             ),

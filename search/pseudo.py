@@ -42,6 +42,7 @@ from search.io import atomic_write, atomic_write_text
 from search.oof import OofOutcome, load_oof_config, oof_dir, print_summary, run_oof
 from search.oof_fold import fold_result_path, read_fold_result
 from search.preflight import preflight
+from search.progress import setup_logging
 
 log = logging.getLogger("search.pseudo")
 
@@ -298,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(textwrap.dedent(__doc__ or "").strip())
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         pairs = parse_overrides(argv)
         own = {k: v for k, v in pairs if k in OWN_KEYS}

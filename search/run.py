@@ -32,6 +32,7 @@ from search.config import (
 )
 from search.leaderboard import print_leaderboard
 from search.preflight import Preflight, preflight
+from search.progress import setup_logging
 from search.records import CONFIG_FILE, list_experiments, search_dir
 from search.runner import SearchOutcome, run_search
 from search.space import DISTRIBUTIONS
@@ -53,9 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help", "help=true") for a in argv):
         print(usage())
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cfg, resume = prepare(argv)
+        setup_logging(int(cfg.verbose))
         checked = preflight(cfg)  # every mistake a user can make, before Ray or MLflow start
         if cfg.get("budget") and not resume:
             size_to_budget(cfg, checked)
