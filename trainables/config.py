@@ -265,41 +265,44 @@ def validate_targets(targets: Mapping[str, Any]) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"config targets.factors: factor names must be unique, got {names}")
     for entry in factors:
-        if isinstance(entry, str):
-            entry = {"name": entry}
-        name = entry["name"]
-        values = entry.get("values")
-        if values is not None and (
-            isinstance(values, (str, Mapping))
-            or len(values) < 2
-            or len({str(v) for v in values}) != len(values)
-        ):
+        _validate_factor(entry, sep)
+
+
+def _validate_factor(entry: Any, sep: str | None) -> None:
+    """Check one ``targets.factors`` entry (its name already checked by :func:`factor_name`)."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    name = entry["name"]
+    values = entry.get("values")
+    if values is not None and (
+        isinstance(values, (str, Mapping)) or len(values) < 2 or len({str(v) for v in values}) != len(values)
+    ):
+        raise ValueError(
+            f"config targets.factors {name!r}: values={values!r} must list 2 or more distinct values"
+        )
+    if sep is None and values is None:
+        raise ValueError(
+            f"config targets.factors {name!r}: with targets.sep=null the classes are numbered by the "
+            "factors' values, so every factor needs its values list"
+        )
+    column = entry.get("column")
+    if column is not None and not (isinstance(column, str) and column):
+        raise ValueError(
+            f"config targets.factors {name!r}: column={column!r} must be a train.csv column name"
+        )
+    bins = entry.get("bins")
+    if bins is not None:
+        if column is None:
+            raise ValueError(f"config targets.factors {name!r}: bins need a column of numbers to cut")
+        ok = isinstance(bins, (list, tuple)) and len(bins) >= 1
+        ok = ok and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bins)
+        if not ok or any(b >= c for b, c in zip(bins, bins[1:], strict=False)):
             raise ValueError(
-                f"config targets.factors {name!r}: values={values!r} must list 2 or more distinct values"
+                f"config targets.factors {name!r}: bins={bins!r} must be increasing cut points, e.g. [30, 60]"
             )
-        if sep is None and values is None:
-            raise ValueError(
-                f"config targets.factors {name!r}: with targets.sep=null the classes are numbered by the "
-                "factors' values, so every factor needs its values list"
-            )
-        column = entry.get("column")
-        if column is not None and not (isinstance(column, str) and column):
-            raise ValueError(
-                f"config targets.factors {name!r}: column={column!r} must be a train.csv column name"
-            )
-        bins = entry.get("bins")
-        if bins is not None:
-            if column is None:
-                raise ValueError(f"config targets.factors {name!r}: bins need a column of numbers to cut")
-            ok = isinstance(bins, (list, tuple)) and len(bins) >= 1
-            ok = ok and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bins)
-            if not ok or any(b >= c for b, c in zip(bins, bins[1:], strict=False)):
-                raise ValueError(
-                    f"config targets.factors {name!r}: bins={bins!r} must be increasing cut points, e.g. [30, 60]"
-                )
-        weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            raise ValueError(f"config targets.factors {name!r}: weight={weight!r} must be a number > 0")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        raise ValueError(f"config targets.factors {name!r}: weight={weight!r} must be a number > 0")
 
 
 def factor_name(entry: Any) -> str:
