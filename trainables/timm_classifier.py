@@ -14,7 +14,8 @@ from trainables.checkpoint import load_model_state
 from trainables.config import BASE_DEFAULTS, factor_heads, uses_factors
 from trainables.driver import Trial
 from trainables.engine import Batcher, classification_metrics, device_batches, predict_proba, soft_or_hard_ce
-from trainables.factors import Factorisation, build_factorisation
+from trainables.factor_build import build_factorisation
+from trainables.factors import Factorisation
 from trainables.loader import EpochSampler
 from trainables.models import create_model, normalization
 from trainables.registry import register_trainable

@@ -19,7 +19,8 @@ from trainables.checkpoint import read_meta
 from trainables.config import AUG_DEFAULTS, BASE_DEFAULTS, resolve_config
 from trainables.data import Dataset, folds_for, generate_synthetic_factors, load_dataset
 from trainables.engine import Batcher, device_batches, run_epoch
-from trainables.factors import Factor, Factorisation, build_factorisation
+from trainables.factor_build import build_factorisation
+from trainables.factors import Factor, Factorisation
 from trainables.models import create_model
 from trainables.runtime import resolve_runtime
 from trainables.session import InlineSession
