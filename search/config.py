@@ -331,17 +331,10 @@ def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
 
 
 def _validator(name: str) -> Any:
-    """The trainable's own config check: its ``validate_config`` method, else the timm family's."""
+    """The trainable's own config check (every trainable has ``validate_config``)."""
     import trainables
-    from trainables import config as timm_config
 
-    trainable = trainables.create_trainable(name)
-    check = getattr(trainable, "validate_config", None)
-    if check is not None:
-        return check
-    if set(trainable.default_config()) == set(timm_config.BASE_DEFAULTS):
-        return timm_config.validate_config
-    return None
+    return trainables.create_trainable(name).validate_config
 
 
 def _check_trainable_values(cfg: DictConfig, base: dict[str, Any], dims: Mapping[str, Dimension]) -> None:
