@@ -6,8 +6,8 @@ Into a log (not a terminal) it prints one plain line whenever a trial starts, fi
 ends, so a log reads as a story rather than a stack of tables. During the OOF refit the rows are
 the models, each with its folds done, running and left.
 
-A trial's progress inside an epoch comes from a small JSON file the trial rewrites every few
-seconds (:func:`write_progress`); trials on another node without the shared run folder simply
+A trial's progress inside an epoch comes from a small JSON file the trial rewrites every second
+(:func:`trainables.session.write_progress`); trials on another node without the shared run folder simply
 show no bar.
 """
 
@@ -48,19 +48,8 @@ def setup_logging(verbose: int = 1) -> None:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 
-def progress_path(runs: str | os.PathLike[str], experiment: str, trial_id: str) -> Path:
-    """Where a trial writes its progress inside the current epoch."""
-    return Path(runs) / "progress" / experiment / f"{trial_id}.json"
-
-
-def write_progress(path: Path, epoch: int, batch: int, batches: int) -> None:
-    """Record that ``batch`` of ``batches`` of ``epoch`` (1-based) is done (a plain overwrite:
-    a torn read only costs one frame of the bar)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"epoch": epoch, "batch": batch, "batches": batches, "time": time.time()}))
-
-
 def read_progress(path: Path) -> dict[str, Any] | None:
+    """What :func:`trainables.session.write_progress` last wrote, or None."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from search.leaderboard import (
 )
 from search.plots import plot_ablation, plot_curves, plot_params
 from search.preflight import Preflight
-from search.progress import LiveReporter, progress_path
+from search.progress import LiveReporter
 from search.records import CONFIG_FILE, SearchRecord, load_record, save_record, search_dir
 from search.space import build_param_space, flatten, get_path
 
@@ -122,6 +123,7 @@ def run_search(
                 cfg, trainable, [*tune_callbacks, *callbacks], concurrent_trials(cfg, resources)
             )
         results = tuner.fit()
+    shutil.rmtree(runs / "progress" / str(cfg.experiment), ignore_errors=True)  # the live table's
     outcome = _summarise(cfg, results, out_dir, record)
     record.status = outcome.status = _search_status(outcome.leaderboard)
     save_record(out_dir, record)
@@ -223,7 +225,7 @@ def _reporter(cfg: DictConfig, dims: dict[str, Any]) -> Any:
         metric=str(cfg.tune.metric),
         mode=str(cfg.tune.mode),
         max_epochs=max_epochs(cfg),
-        progress_dir=progress_path(runs_root(), str(cfg.experiment), "x").parent,
+        progress_dir=runs_root() / "progress" / str(cfg.experiment),
     )
 
 

@@ -10,7 +10,7 @@ that a checkpoint belongs to this config, dataset and fold split, and the metric
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +148,7 @@ def train(trial: Trial, session: Session, name: str, defaults: Mapping[str, Any]
             opt.scaler,
             trial.batcher,
             num_updates,
+            _progress(session, epoch + 1, trial.updates_per_epoch()),
         )
         num_updates = int(fit.pop("num_updates"))
         trial.after_epoch()
@@ -158,6 +159,12 @@ def train(trial: Trial, session: Session, name: str, defaults: Mapping[str, Any]
             session, trial, name, defaults, history, opt.state(epoch, num_updates, trial.sampler_state(epoch))
         )
     return final_metrics(history, trial.data.n_train, len(trial.data.rows.dropped_duplicates))
+
+
+def _progress(session: Session, epoch: int, updates: int) -> Callable[[int], None] | None:
+    """The session's progress callback for this epoch, when it shows progress inside epochs."""
+    show = getattr(session, "progress", None)
+    return None if show is None else lambda done: show(epoch, done, updates)
 
 
 def _resume(

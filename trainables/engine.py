@@ -82,6 +82,7 @@ def run_epoch(
     scaler: torch.amp.GradScaler,
     batcher: Batcher,
     num_updates: int,
+    on_update: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """One pass of optimisation over ``batches`` (the caller puts the model in train mode).
 
@@ -93,6 +94,7 @@ def run_epoch(
         scaler: GradScaler (enabled for fp16 only).
         batcher: Device and autocast.
         num_updates: Updates before this epoch.
+        on_update: Called with the number of updates done in this epoch after each one (progress).
 
     Returns:
         ``train_loss`` (mean per sample), ``lr``, ``img_per_s`` (samples per second, loading
@@ -103,7 +105,7 @@ def run_epoch(
     """
     device = batcher.runtime.device
     total = torch.zeros((), device=device)
-    seen = 0
+    seen, first = 0, num_updates
     start = time.perf_counter()
     for x, y in batches:
         with batcher.autocast():
@@ -117,6 +119,8 @@ def run_epoch(
             scheduler.step_update(num_updates=num_updates)
         total += loss.detach().float() * len(x)
         seen += len(x)
+        if on_update is not None:
+            on_update(num_updates - first)
     if batcher.runtime.cuda:
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
