@@ -318,6 +318,8 @@ def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
             f"oof.epochs={oof.epochs!r}: use best (the search's best epoch per trial) or a number >= 1",
         ),
         (oof.dtype in ("float16", "float32"), f"oof.dtype={oof.dtype!r}: use float16 or float32"),
+        (oof.mode in ("refit", "promote"), f"oof.mode={oof.mode!r}: use refit or promote"),
+        (oof.select in ("score", "gain"), f"oof.select={oof.select!r}: use score or gain"),
         (
             oof.ship_results in ("auto", True, False),
             f"oof.ship_results={oof.ship_results!r}: use auto (when ray.storage is a URI), true or false",
