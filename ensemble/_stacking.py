@@ -14,7 +14,11 @@ Two feature layouts:
   are the union of each model's top-k classes (see :class:`~ensemble.ProbStack`), so a
   1,735-row OOF set gives ~50k samples of M features, and a 15k-row one ~0.5M.
 
-``features="auto"`` picks ``probs`` up to ``max_dense_features`` (M x C) and ``classwise`` above.
+``features`` defaults to ``classwise``: it is fast at any number of classes, and its M + 1
+coefficients are too few to memorise rows. ``probs`` overfits as soon as the classes are more than a handful (6 models x 20
+classes on 1,000 rows: in-sample 0.96, nested 0.50, where the class-wise one and a log-loss
+blend score 0.63), so it is an explicit choice; ``auto`` picks ``probs`` up to
+``max_dense_features`` (M x C) and ``classwise`` above.
 ``inner_cv="auto"`` chooses the meta-learner's regularisation by inner cross-validation over the
 given folds (the models' folds, so grouped near-duplicates never straddle a split) for ``probs``
 only: a class-wise logistic regression has M + 1 coefficients on tens of thousands of samples,
@@ -52,15 +56,14 @@ class StackingEnsemble(EnsembleMethod):
 
     Args:
         meta: ``logreg`` or ``rf``.
-        features: ``auto``, ``probs`` or ``classwise`` (module docstring).
+        features: ``classwise`` (default), ``probs`` or ``auto`` (module docstring).
         metric: Metric of the inner CV for ``probs`` features (``classwise`` uses the binary
             log-loss of its samples) and of :meth:`score`.
         inner_cv: Choose the meta-learner's parameters from ``param_grid`` by inner CV: True,
             False, or ``auto`` (for ``probs`` features only; module docstring).
         param_grid: Grid for the inner CV; default ``C`` in {0.1, 1, 10} (logreg) or
             ``min_samples_leaf`` in {1, 5, 20} (rf).
-        max_dense_features: Largest M x C for which ``auto`` uses ``probs`` (the default 256
-            keeps 6 models x 10 classes dense and sends 6 x 125 class-wise).
+        max_dense_features: Largest M x C for which ``auto`` uses ``probs``.
         C: Logistic regression's inverse regularisation (when not searched).
         n_estimators: Trees of the random forest.
         max_depth: Depth limit of the trees (None: grow fully).
@@ -75,7 +78,7 @@ class StackingEnsemble(EnsembleMethod):
     def __init__(
         self,
         meta: str = "logreg",
-        features: str = "auto",
+        features: str = "classwise",
         metric: str = "accuracy",
         inner_cv: bool | str = "auto",
         param_grid: dict[str, list[Any]] | None = None,
