@@ -88,6 +88,7 @@ def comparison_rows(summary: RunSummary) -> list[dict[str, Any]]:
                 else sign * (r.nested_mean - base),
                 "fit_seconds": r.fit_seconds,
                 "nested_seconds": r.nested_seconds,
+                "within_one_se": summary.choice is not None and r.name in summary.choice.eligible,
             }
         )
     return rows
@@ -101,9 +102,10 @@ def print_comparison(summary: RunSummary, file: Any = None) -> None:
     direction = "higher" if METRICS[summary.metric] else "lower"
     table = Table(
         title=f"{summary.experiment}: {summary.metric}, {direction} is better",
-        caption="nested: fit on K-1 folds, scored on the held-out fold; bold: best nested score; ✓: submitted",
+        caption="nested: fit on K-1 folds, scored on the held-out fold; bold: best nested score; "
+        "1 SE: within one standard error of it; ✓: submitted",
     )
-    for col in ("method", "in-sample", "nested", "± std", "optimism", "Δ best", "fit s", "nested s"):
+    for col in ("method", "in-sample", "nested", "± std", "1 SE", "optimism", "Δ best", "fit s", "nested s"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for row in comparison_rows(summary):
         name = row["method"]
@@ -112,6 +114,7 @@ def print_comparison(summary: RunSummary, file: Any = None) -> None:
             _fmt(row["in_sample"]),
             _fmt(row["nested_mean"]),
             _fmt(row["nested_std"]),
+            "yes" if row["within_one_se"] else "",
             _fmt(row["optimism"]),
             _signed(row["gain_vs_best_single"]),
             f"{row['fit_seconds']:.1f}",
@@ -169,17 +172,19 @@ def report_markdown(summary: RunSummary) -> str:
         "",
         "In-sample scores are fit and scored on the same OOF rows; nested scores fit each method on",
         "K-1 of the models' folds and score it on the held-out fold (mean ± std over folds).",
-        "Choose by the nested column: the optimism column is how much in-sample flatters a method.",
+        "The submission is chosen on the nested column (the rule above); the optimism column is how much",
+        "in-sample flatters a method.",
         "",
         "## Methods",
         "",
-        "| method | in-sample | nested mean | nested std | optimism | vs best single | fit s | nested s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | in-sample | nested mean | nested std | within 1 SE | optimism | vs best single | fit s | nested s |",
+        "|---|---:|---:|---:|:---:|---:|---:|---:|---:|",
     ]
     for row in comparison_rows(summary):
         gain = row["gain_vs_best_single"]
         lines.append(
             f"| {row['method']} | {_fmt(row['in_sample'])} | {_fmt(row['nested_mean'])} | {_fmt(row['nested_std'])} "
+            f"| {'yes' if row['within_one_se'] else ''} "
             f"| {_fmt(row['optimism'])} | {_signed(gain)} "
             f"| {row['fit_seconds']:.1f} | {row['nested_seconds']:.1f} |"
         )
