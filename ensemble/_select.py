@@ -49,8 +49,9 @@ SIMPLICITY: dict[str, int] = {
     "genetic": 5,
     "stacking": 6,
 }
-#: What ``--method auto`` fits and scores: every built-in method (each is a few seconds at
-#: sketchy125's scale, stacking included since its class-wise features; bench/bench_ensemble.py).
+#: What ``--method auto`` fits and scores: every built-in method. Each one's fit plus nested
+#: estimate stays under half a minute at sketchy125's shape on 2 busy cores, stacking included
+#: since its class-wise features (about 1 s; bench/bench_ensemble_auto.py).
 AUTO_METHODS: list[str] = list(SIMPLICITY)
 
 
