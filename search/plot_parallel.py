@@ -50,13 +50,16 @@ def plot_parallel(
     )
     scores = data[metric].to_numpy(dtype=float)
     lo, hi = float(scores.min()), float(scores.max())
-    span = hi - lo or 1.0
+    if hi == lo:  # one score: the middle of its axis, and a colour scale around it
+        lo, hi = lo - 0.01, hi + 0.01
+    span = hi - lo
     matrix = np.column_stack([*columns, (scores - lo) / span])
-    ticks = [*ticks, [((v - lo) / span, f"{v:.3f}") for v in np.linspace(lo, hi, 3 if hi > lo else 1)]]
+    marks = np.linspace(lo, hi, 3) if scores.min() < scores.max() else scores[:1]
+    ticks = [*ticks, [((v - lo) / span, f"{v:.3f}") for v in marks]]
     n_axes = matrix.shape[1]
     fig, ax = plt.subplots(figsize=(1.9 * n_axes + 1.8, 4.8), layout="constrained")
     cmap = plt.get_cmap("viridis" if mode == "max" else "viridis_r")
-    norm = Normalize(lo, hi if hi > lo else lo + 1e-9)
+    norm = Normalize(lo, hi)
     order = np.argsort(scores if mode == "max" else -scores)  # best drawn last, on top
     xs = np.arange(n_axes)
     for i in order[:-1]:
@@ -96,7 +99,7 @@ def _normalize(values: pd.Series, dim: Dimension) -> tuple[np.ndarray, Ticks]:
         jitter = np.random.default_rng(0).uniform(-1, 1, len(pos)) * min(0.03, step * 0.15)
         return pos + jitter, [(a, level_name(v)) for a, v in zip(at, levels, strict=True)]
     x = values.astype(float).to_numpy()
-    low, high = float(min(dim.args[0], np.nanmin(x))), float(max(dim.args[1], np.nanmax(x)))
+    low, high = float(min(dim.args[0], np.nanmin(x))), float(max(dim.upper(), np.nanmax(x)))
     scale = np.log10 if dim.is_log else (lambda v: v)
     lo, hi = scale(low), scale(high)
     span = (hi - lo) or 1.0

@@ -263,7 +263,7 @@ def _numeric_axis(ax: Any, dim: Dimension, x: np.ndarray) -> None:
     matplotlib's own log axis labels minor ticks as ``3×10⁻⁴`` when the range spans under a
     decade, and they run into each other; here minor ticks carry no label.
     """
-    low, high = float(min(dim.args[0], np.nanmin(x))), float(max(dim.args[1], np.nanmax(x)))
+    low, high = float(min(dim.args[0], np.nanmin(x))), float(max(dim.upper(), np.nanmax(x)))
     if not dim.is_log:
         pad = (high - low) * 0.05 or 1.0
         ax.set_xlim(low - pad, high + pad)
