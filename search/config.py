@@ -406,10 +406,10 @@ def _check_key(base: DictConfig, key: str, value: Any, where: str) -> None:
         )
         siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == section]
         close = [c for c in close if c != section]
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
         listing = f"keys of {section}" if section else "top-level keys"
         raise ConfigError(
-            f"{where}: unknown key {key!r}.{hint}\n  {listing}: {', '.join(siblings)}\n"
+            f"{where}: unknown key {key!r}{hint}\n  {listing}: {', '.join(siblings)}\n"
             "  (searched keys go under search.<key>; python -m search.run --help describes every key)"
         )
     old = OmegaConf.select(base, key)

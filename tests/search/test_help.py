@@ -49,7 +49,7 @@ def test_help_follows_the_space_and_the_overrides_given_with_it() -> None:
     assert keys["trainable.schedule"][0] == "searched: choice('cosine', 'step')"
     bad = usage(["tune.metrik=loss"])
     assert bad.splitlines()[0].startswith("usage:") and "error in the arguments" in bad
-    assert "Did you mean: tune.metric?" in bad and _keys(bad)["trainable.epochs"][0] == "3"
+    assert "did you mean tune.metric?" in bad and _keys(bad)["trainable.epochs"][0] == "3"
 
 
 @pytest.mark.parametrize("space", list_spaces())
@@ -108,6 +108,6 @@ def test_unknown_key_names_the_nearest_then_its_section(
         load_config([f"{key}=1"])
     message = str(info.value)
     first, second, *_ = message.splitlines()
-    assert first.startswith(f"command line: unknown key {key!r}. Did you mean: {nearest}")
+    assert first.startswith(f"command line: unknown key {key!r}; did you mean {nearest}")
     assert second.strip().startswith(section) and listed in second
     assert len(message) < 500 and "oof.top_k" not in message  # not every key of the config
