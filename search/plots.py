@@ -51,7 +51,7 @@ def write_plots(
 ) -> list[Path]:
     """Every figure that fits the search; none when no trial scored.
 
-    ``params.png`` when keys are searched, ``ablation.png`` when one of them is a grid or a
+    ``params.png`` when a key is sampled from a range, ``ablation.png`` when one is a grid or a
     choice, ``parallel.png`` for three or more keys, ``curves.png`` always.
 
     Args:
@@ -71,7 +71,7 @@ def write_plots(
         return []
     kw: dict[str, Any] = {"metric": metric, "mode": mode, "title": title}
     files = []
-    if dims:
+    if not all(is_categorical(d) for d in dims.values()):  # else the ablation's dots say it all
         files.append(plot_params(frame, dims, out_dir / "params.png", **kw))
     if any(is_categorical(d) for d in dims.values()):
         files.append(plot_ablation(frame, dims, base, out_dir / "ablation.png", **kw))

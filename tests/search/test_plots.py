@@ -10,7 +10,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from search.plots import _curve_legend, _draw_trials, _numeric_axis, plot_curves, plot_parallel, write_plots
+from search.plots import (
+    _curve_legend,
+    _draw_trials,
+    _numeric_axis,
+    plot_ablation,
+    plot_curves,
+    plot_parallel,
+    plot_params,
+    write_plots,
+)
 from search.space import parse_search
 
 SPACES = {
@@ -38,11 +47,11 @@ SPACES = {
 }
 EXPECTED = {
     "one_log_key": {"params", "curves"},
-    "one_flag": {"params", "ablation", "curves"},
+    "one_flag": {"ablation", "curves"},
     "quick": {"params", "ablation", "curves"},
-    "flags_grid": {"params", "ablation", "parallel", "curves"},
+    "flags_grid": {"ablation", "parallel", "curves"},
     "sampled_mixed": {"params", "ablation", "parallel", "curves"},
-    "long_names": {"params", "ablation", "parallel", "curves"},
+    "long_names": {"ablation", "parallel", "curves"},
 }
 
 
@@ -90,6 +99,23 @@ def test_write_plots_draws_what_fits_the_keys(tmp_path: Path, name: str, n: int)
     )
     assert {f.stem for f in files} == EXPECTED[name] and all(f.parent == tmp_path for f in files)
     for path in files:
+        width, height = _size(path)
+        assert 400 <= width <= 2400 and 250 <= height <= 1600, (path.name, width, height)
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_each_figure_draws_any_number_of_keys(tmp_path: Path, name: str) -> None:
+    """Whatever write_plots picks, each figure also draws 1, 2 or 3+ keys of any kind."""
+    board, histories = _board(SPACES[name], 9)
+    dims = parse_search(SPACES[name])
+    paths = [
+        plot_params(board, dims, tmp_path / "params.png", mode="min"),
+        plot_parallel(board, dims, tmp_path / "parallel.png"),
+        plot_curves(histories, tmp_path / "curves.png"),
+    ]
+    if any(d.kind in ("grid", "choice") for d in dims.values()):
+        paths.append(plot_ablation(board, dims, {}, tmp_path / "ablation.png", mode="min"))
+    for path in paths:
         width, height = _size(path)
         assert 400 <= width <= 2400 and 250 <= height <= 1600, (path.name, width, height)
 
