@@ -7,8 +7,9 @@ log space, categorical keys one step per level) and labelled in the key's own un
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -68,11 +69,7 @@ def plot_parallel(
     ax.plot(xs, matrix[top], color="black", linewidth=3.6, zorder=4)
     ax.plot(xs, matrix[top], color=cmap(norm(scores[top])), linewidth=2.0, zorder=5)
     ax.plot([], [], color="black", linewidth=3.6, label=f"best trial ({scores[top]:.3f}), outlined")
-    box = {"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.75, "linewidth": 0}
-    for x, tick in zip(xs, ticks, strict=True):
-        ax.axvline(x, color="#404040", linewidth=0.8, zorder=1)
-        for y, text in tick:
-            ax.text(x + 0.04, y, text, fontsize=7, va="center", ha="left", zorder=6, bbox=box)
+    _draw_axes(ax, ticks)
     names = [_axis_name(key, dim) for key, dim in dims.items()] + [f"best {metric}"]
     ax.set_xticks(xs, names, fontsize=8)
     ax.set_xlim(-0.15, n_axes - 0.35)
@@ -111,3 +108,12 @@ def _normalize(values: pd.Series, dim: Dimension) -> tuple[np.ndarray, Ticks]:
 def _axis_name(key: str, dim: Dimension) -> str:
     # break at the dots so long dotted keys stack instead of running into the next axis
     return key.replace(".", ".\n") + ("\n(log)" if dim.is_log else "")
+
+
+def _draw_axes(ax: Any, ticks: Sequence[Ticks]) -> None:
+    """A vertical line per axis, its tick labels right of it on a light box (lines pass under them)."""
+    box = {"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.75, "linewidth": 0}
+    for x, tick in enumerate(ticks):
+        ax.axvline(x, color="#404040", linewidth=0.8, zorder=1)
+        for y, text in tick:
+            ax.text(x + 0.04, y, text, fontsize=7, va="center", ha="left", zorder=6, bbox=box)

@@ -258,7 +258,7 @@ def _level_axis(ax: Any, levels: list[Any]) -> None:
 
 
 def _numeric_axis(ax: Any, dim: Dimension, x: np.ndarray) -> None:
-    """Limits over the searched range and a few readable ticks (log keys: 1-2-5 steps or decades).
+    """Limits over the searched range and a few readable ticks (log keys: 1-2-3-5 steps or decades).
 
     matplotlib's own log axis labels minor ticks as ``3×10⁻⁴`` when the range spans under a
     decade, and they run into each other; here minor ticks carry no label.
@@ -272,7 +272,7 @@ def _numeric_axis(ax: Any, dim: Dimension, x: np.ndarray) -> None:
     ax.set_xscale("log")
     ax.set_xlim(low / 1.15, high * 1.15)
     decades = math.log10(high / low)
-    subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3 else (1.0,)
+    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3 else (1.0,)
     # past 6 decades even one label per decade crowds the axis: every other decade
     locator = (
         LogLocator(base=100, numticks=12) if decades > 6 else LogLocator(base=10, subs=subs, numticks=12)
