@@ -389,13 +389,23 @@ def valid_keys(cfg: DictConfig) -> list[str]:
 
 
 def _check_key(base: DictConfig, key: str, value: Any, where: str) -> None:
+    """Raise for a key the config does not have (nearest names first, then its section's keys) or a
+    value of the wrong type."""
     keys = valid_keys(base)
     if key not in keys:
-        close = difflib.get_close_matches(key, keys, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+        # the deepest existing section the key is under: list its keys, not all ~100 of them
+        parts = key.split(".")
+        section = next(
+            (p for p in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)) if p in keys), ""
+        )
+        siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == section]
+        close = [c for c in close if c != section]
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        listing = f"keys of {section}" if section else "top-level keys"
         raise ConfigError(
-            f"{where}: unknown key {key!r}{hint}. Valid keys: {', '.join(keys)}; "
-            "searched keys go under search.<key>"
+            f"{where}: unknown key {key!r}{hint}\n  {listing}: {', '.join(siblings)}\n"
+            "  (searched keys go under search.<key>; python -m search.run --help describes every key)"
         )
     old = OmegaConf.select(base, key)
     if not _compatible(old, value):

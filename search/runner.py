@@ -28,7 +28,7 @@ from search.leaderboard import (
     total_epochs,
     trial_histories,
 )
-from search.plots import plot_ablation, plot_curves, plot_params
+from search.plots import write_plots
 from search.preflight import Preflight
 from search.progress import LiveReporter
 from search.records import CONFIG_FILE, SearchRecord, load_record, save_record, search_dir
@@ -303,19 +303,8 @@ def _summarise(cfg: DictConfig, results: Any, out_dir: Path, record: SearchRecor
     )
     files = [save_leaderboard(board, out_dir / "leaderboard.csv")]
     title = f"{cfg.space} ({cfg.experiment})"
-    if not board.empty and board[metric].notna().any():
-        if dims and all(d.is_grid for d in dims.values()):
-            base = {p: get_path(trainable_config(cfg), p) for p in dims}
-            files.append(
-                plot_ablation(
-                    board, dims, base, out_dir / "ablation.png", metric=metric, mode=mode, title=title
-                )
-            )
-        else:
-            files.append(
-                plot_params(board, dims, out_dir / "params.png", metric=metric, mode=mode, title=title)
-            )
-        files.append(plot_curves(histories, out_dir / "curves.png", metric=metric, mode=mode, title=title))
+    base = {p: get_path(trainable_config(cfg), p) for p in dims}
+    files += write_plots(board, histories, dims, base, out_dir, metric=metric, mode=mode, title=title)
     return SearchOutcome(
         experiment=str(cfg.experiment),
         leaderboard=board,
