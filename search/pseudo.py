@@ -19,7 +19,7 @@ Examples::
 
     python -m search.pseudo                                     # latest search, its latest ensemble, threshold 0.9
     python -m search.pseudo experiment=my-search top_fraction=0.3
-    python -m search.pseudo experiment=my-search ensemble=runs/ensembles/my-search/bayesian threshold=0.8
+    python -m search.pseudo experiment=my-search ensemble=runs/ensembles/my-search/auto threshold=0.8
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def find_ensemble(runs: Path, experiment: str, ensemble: str | None = None) -> P
     if not found:
         raise FileNotFoundError(
             f"no ensemble of {experiment} with test probabilities under {runs / 'ensembles' / experiment}; "
-            f"make one with: python -m ensemble.optimize --experiment {experiment} --method bayesian"
+            f"make one with: python -m ensemble.optimize --experiment {experiment}"
         )
     return found[-1].parent
 
