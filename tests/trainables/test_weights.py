@@ -51,7 +51,7 @@ def test_builtin_lite_weights_classify_imagenet_photos(shared_data: Path, backbo
             x = torch.stack(
                 [transform(Image.open(root / "images" / p).convert("RGB")) for p in part["image_path"]]
             )
-            y = torch.as_tensor(part["imagenet_index"].to_numpy())
+            y = torch.tensor(part["imagenet_index"].to_numpy())
             logits = model(x)
             top1.append((logits.argmax(1) == y).numpy())
             top5.append((logits.topk(5, dim=1).indices == y[:, None]).any(1).numpy())
