@@ -4,8 +4,11 @@ The reference team's "object split": a training sketch that shows several object
 background (three fish, two cups) is cut by connected components into extra training samples
 of its class. Ink is thresholded on a small working copy, dilated so that the strokes of one
 object (broken lines, an eye inside a face) join, and labelled with
-``cv2.connectedComponentsWithStats``; components whose boxes overlap are one object, and specks
-are dropped. Objects that touch stay one object: the split is conservative, never inventive.
+``cv2.connectedComponentsWithStats``; components whose boxes overlap are one object, a part much
+smaller than the largest joins its nearest object, and specks are dropped. Objects that touch
+stay one object: the split is conservative. Measured on the built-in set: its 8 planted
+two-object training sketches give 2 crops each, 3 of its 727 single-object ones are split (a
+cloud drawn in two pieces twice, a flower's detached stem); on sketchy125, 6 of 1,735.
 
 :func:`object_crops` builds the crops of a dataset's training split once, into a memmap cache
 beside the decoded one; trainables add the crops of their own training rows (never validation
@@ -73,9 +76,14 @@ def find_objects(image: np.ndarray) -> list[Box]:
     amounts = np.bincount(labels[ink > 0], minlength=n)
     # Each component's box less the dilation: the box of its ink, which is what may overlap.
     parts = _merge_overlapping(
-        [((x + r, y + r, x + bw - r, y + bh - r), int(amounts[i])) for i, (x, y, bw, bh) in
-         enumerate(stats[:, :4].tolist()) if i and amounts[i] >= SPECK * total]
-    )  # fmt: skip
+        [
+            ((x + r, y + r, x + bw - r, y + bh - r), int(amounts[i]))
+            for i, (x, y, bw, bh) in enumerate(stats[:, :4].tolist())
+            if i and amounts[i] >= SPECK * total  # label 0 is the background
+        ]
+    )
+    if not parts:  # nothing but specks: no object to cut out
+        return []
     big_ink = max(amount for _, amount in parts)
     big_side = max(_long_side(box) for box, amount in parts if amount == big_ink)
     is_object = [a >= OBJECT_INK * big_ink and _long_side(b) >= OBJECT_SIDE * big_side for b, a in parts]
