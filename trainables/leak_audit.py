@@ -193,7 +193,7 @@ def _verdict(share: float, n: int) -> tuple[Verdict, str]:
             "validation rows are much closer to their training rows than to the test set: CV will "
             "flatter the leaderboard. Look-alike rows (re-drawings of one photo, photos of one person, "
             "crops of one image) are probably split across folds: give them one group "
-            "(group_column=<column> or group_pattern=<regex>); or the test set is of another kind than train"
+            "(group_column=<column>, group_pattern=auto or a regex); or the test set is of another kind than train"
         )
     if share >= LEAK_SHARE:
         return "unknown", f"validation rows lean towards training, but {n} rows are too few to be sure"
