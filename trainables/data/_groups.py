@@ -186,15 +186,14 @@ def file_families(ds: Dataset) -> Grouping:
     held = kept.loc[share_of_class >= MOST_OF_A_CLASS].query("rows > 1")["cls"].nunique()
     covered = int(kept.loc[kept["rows"] > 1, "rows"].sum())
     extra = {"scheme_families": int((scheme & (per["rows"] > 1)).sum()), "family_rows": covered}
+    n_schemes = extra["scheme_families"]
     schemes = (
-        f" ({extra['scheme_families']} more span classes or are named after one)"
-        if extra["scheme_families"]
-        else ""
+        f"{n_schemes} are naming schemes (span classes or named after one), the rest" if n_schemes else ""
     )
     if with_family and held / with_family > MAX_HELD_CLASSES:
         reason = f"auto: in {held} of {with_family} classes one file-name family holds most of the class (numbering)"
     elif covered < MIN_FAMILY_SHARE * len(paths):
-        reason = f"auto: file-name families{schemes} cover {covered} of {len(paths)} rows, under {MIN_FAMILY_SHARE:.0%}"
+        reason = f"auto: of file-name families, {schemes or 'all'} cover {covered} of {len(paths)} rows, under {MIN_FAMILY_SHARE:.0%}"
     else:
         keys = paths.where(~family.isin(kept.index), family).rename("group")
         reason = f"auto: {len(multi)} file-name families of {covered} rows"

@@ -23,7 +23,7 @@ def test_folds_command_writes_the_csv(
     printed = capsys.readouterr().out
     assert "folds hash:" in printed and synthetic.fingerprint in printed
     # what grouping was used, said and recorded: the built-in names are its classes' numbering
-    assert "groups: rows (auto: file-name families (24 more span classes or are named after one)" in printed
+    assert "groups: rows (auto: of file-name families, 24 are naming schemes" in printed
     assert "leak audit" not in printed
     assert json.loads(out.with_suffix(".json").read_text())["grouping"]["rule"] == "rows"
 
