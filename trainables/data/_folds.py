@@ -235,7 +235,10 @@ def folds_for(
 
     The file name holds the dataset fingerprint and a hash of the options, so every trial of a
     search reads the same folds, and a change to the data or the options makes new ones. A lock
-    lets one process compute them while the others wait.
+    lets one process compute them while the others wait. ``group_pattern="auto"`` is keyed with
+    the version of its rule, so folds cached before it existed (when the default kept every row
+    alone) or under an older rule are never read for it; ``"none"``, ``""`` and ``None`` share
+    one entry, the old default's, since they mean what it meant.
 
     Returns:
         As :func:`make_folds`; ``attrs["hash"]`` is checked against the stored hash on reading,
