@@ -76,6 +76,8 @@ def test_auto_folds_keep_families_whole_and_record_the_rule(families: Path) -> N
     assert alone.attrs["path"] != folds.attrs["path"]
     assert alone["group"].tolist() == ds.train["image_path"].tolist()
     assert alone.attrs["grouping"]["rule"] == "rows"
+    # None (the old default, which meant the same) reads the same entry
+    assert folds_for(ds, k=3, seed=0, group_pattern=None).attrs["path"] == alone.attrs["path"]
 
 
 @pytest.mark.parametrize("off", ["none", None, "", "NONE"])
