@@ -268,7 +268,7 @@ def _extractor() -> tuple[dict[str, Any], Extractor]:
                 model=model, mean=torch.tensor(mean).view(1, 3, 1, 1), std=torch.tensor(std).view(1, 3, 1, 1)
             )
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+            x = torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2).div_(255)
             (fmap,) = state["model"].forward_intermediates(
                 (x - state["mean"]) / state["std"],
                 indices=[FEATURE_INDEX],
