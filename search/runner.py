@@ -108,8 +108,11 @@ def run_search(
     out_dir = search_dir(runs, cfg.experiment)
     record = _open_record(cfg, runs, out_dir, resume)
     _save_skipped(out_dir, checked)
+    audit = None if resume or not cfg.get("leak_audit", False) else leak_audit(cfg, out_dir)
     with ray_session(cfg, runs) as resources:
         tracker, tune_callbacks = _start_tracking(cfg, runs, record, resume)
+        if tracker is not None and audit is not None:
+            tracking.log_metrics(tracker, record.parent_run_id, audit.as_metrics())
         save_record(out_dir, record)
         trainable = _trainable(cfg)
         if resume:
@@ -130,6 +133,29 @@ def run_search(
     if tracker is not None and record.parent_run_id:
         _finish_parent(tracker, record, outcome, cfg)
     return outcome
+
+
+def leak_audit(cfg: DictConfig, out_dir: Path) -> Any:
+    """Do the folds flatter the leaderboard? Fold 0's validation rows against the test rows, in
+    frozen pretrained features (:mod:`trainables.leak_audit`); printed, saved and, with the advice,
+    warned about. An audit that cannot run (no test set, no weights) never stops the search."""
+    from trainables.data import folds_for, load_dataset
+    from trainables.leak_audit import run_leak_audit
+
+    t = cfg.trainable
+    try:
+        ds = load_dataset(t.data, skip_bad=bool(t.get("skip_bad", False)))
+        folds = folds_for(ds, k=int(t.k), seed=int(t.folds_seed), group_pattern=t.group_pattern,
+                          group_column=t.get("group_column"))  # fmt: skip
+        audit = run_leak_audit(ds, folds, fold=int(t.fold) if int(t.fold) >= 0 else 0)
+    except (RuntimeError, ValueError, OSError) as err:
+        log.warning("leak audit skipped: %s", err)
+        return None
+    lines = audit.lines()
+    atomic_write_text(out_dir / "leak_audit.txt", "\n".join(lines) + "\n")
+    for line in lines:
+        (log.warning if audit.verdict == "leak" else log.info)(line)
+    return audit
 
 
 def _save_skipped(out_dir: Path, checked: Preflight | None) -> Path | None:
@@ -330,8 +356,8 @@ def _finish_parent(
     }
     if outcome.best is not None:
         metrics[f"best_{metric}"] = float(outcome.best[metric])
-    skipped = outcome.out_dir / "skipped.csv"  # trainable.skip_bad: the files left out
-    files = [*outcome.files, outcome.out_dir / CONFIG_FILE, *([skipped] if skipped.exists() else [])]
+    extra = [outcome.out_dir / name for name in ("skipped.csv", "leak_audit.txt")]  # when written
+    files = [*outcome.files, outcome.out_dir / CONFIG_FILE, *(p for p in extra if p.exists())]
     status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(record.status, "FAILED")
     tracking.finish_run(tracker, record.parent_run_id, metrics=metrics, artifacts=files, status=status)
     if not tracker.healthy:

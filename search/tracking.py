@@ -190,6 +190,16 @@ def reopen_run(tracker: Tracker, run_id: str) -> None:
     tracker.call(lambda c: c.update_run(run_id, status="RUNNING"))
 
 
+def log_metrics(tracker: Tracker, run_id: str | None, metrics: Mapping[str, float]) -> None:
+    """Log finite metrics to a run now (queued and replayed if the store is down)."""
+    from mlflow.entities import Metric
+
+    now = _now_ms()
+    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _is_finite(v)]
+    if run_id and values:
+        tracker.call(lambda c: c.log_batch(run_id, metrics=values))
+
+
 def finish_run(
     tracker: Tracker,
     run_id: str,
