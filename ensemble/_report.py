@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from common.io import atomic_path, atomic_write_text
 from ensemble._evaluate import MethodResult
-from ensemble._io import atomic_path, atomic_write_text
 from ensemble._metrics import METRICS
 from ensemble.artifacts import Artifact, _jsonable, write_submission
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from common.io import runs_dir
 from ensemble.artifacts import (
     ArtifactError,
     ArtifactWarning,
     check_compatible,
     find_artifacts,
     latest_experiment,
-    runs_dir,
 )
 
 BASELINES = ["best", "mean"]
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)
 
     if not args.no_mlflow:
-        from ensemble._mlflow import log_run, tracking_uri
+        from common.tracking import tracking_uri
+        from ensemble._mlflow import log_run
 
         try:
             run_id = log_run(

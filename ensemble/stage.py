@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ensemble.artifacts import runs_dir
+from common.io import runs_dir
 
 
 def stage_out_dir(cfg: Any, experiment: str) -> Path:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from search.io import atomic_write
+from common.io import atomic_path
+from search.failures import describe_error
 from search.space import get_path, has_path
 
 TRIAL_DIR_PREFIX = "trial_"
@@ -116,7 +117,7 @@ def build_leaderboard(
         row["time_s"] = (
             round(float(hist["time_total_s"].max()), 1) if "time_total_s" in hist and len(hist) else None
         )
-        row["error"] = _error_line(result.error) if result.error is not None else ""
+        row["error"] = describe_error(result.error)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -133,7 +134,9 @@ def total_epochs(histories: Mapping[str, pd.DataFrame]) -> int:
 
 def save_leaderboard(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write the leaderboard as CSV (with the ``rank`` column), atomically."""
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=True))
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=True)
+    return Path(path)
 
 
 def print_leaderboard(
@@ -175,11 +178,6 @@ def _trial_id(result: Any) -> str:
         return str(tid)
     # A trial that never reported has no metrics; search.run names its directory trial_<trial_id>.
     return Path(str(result.path)).name.removeprefix(TRIAL_DIR_PREFIX)
-
-
-def _error_line(error: BaseException) -> str:
-    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:200]
 
 
 def _cell(value: Any, is_metric: bool) -> str:

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from search.io import atomic_write  # noqa: E402
+from common.io import atomic_path  # noqa: E402
 from search.space import Dimension  # noqa: E402
 
 _STATUS_COLORS = {"done": "#1f77b4", "stopped": "#ff7f0e", "error": "#d62728"}
@@ -260,6 +260,8 @@ def _same(a: Any, b: Any) -> bool:
 
 def _save(fig: Any, path: str | Path) -> Path:
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        return Path(path)
     finally:
         plt.close(fig)

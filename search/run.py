@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from common.io import runs_dir
 from search.config import (
     RESUMABLE_KEYS,
     ConfigError,
@@ -27,7 +28,6 @@ from search.config import (
     load_space,
     parse_overrides,
     read_config,
-    runs_root,
     valid_keys,
 )
 from search.leaderboard import print_leaderboard
@@ -73,7 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     if outcome.status == "failed":
-        print("every trial failed; see the errors above and in the leaderboard", file=sys.stderr)
+        board = outcome.leaderboard
+        errors = board["error"][board["error"].astype(bool)].value_counts() if "error" in board else {}
+        print("every trial failed:", file=sys.stderr)
+        for text, count in dict(errors).items():
+            print(f"  {text}{f'  ({count} trials)' if count > 1 else ''}", file=sys.stderr)
         return 1
     try:
         run_stages([str(s) for s in cfg.stages], cfg, outcome)
@@ -96,7 +100,7 @@ def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:
     resume = dict(pairs).get("resume", False)
     if resume in (False, None, "false"):
         return load_config(pairs), False
-    runs = runs_root()
+    runs = runs_dir()
     experiments = list_experiments(runs)
     if resume is True or resume == "true":
         if not experiments:

@@ -50,10 +50,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.metrics import classification_metrics
 from trainables.augment import SampleTransform, build_mixer
 from trainables.checkpoint import load_model_state, load_train_state, read_meta
 from trainables.config import BASE_DEFAULTS, merge_config, validate_config
-from trainables.engine import Batcher, classification_metrics, predict_proba
+from trainables.engine import Batcher, predict_proba
 from trainables.loader import CachedImages, make_loader
 from trainables.optim import LRSchedule
 from trainables.prompts import class_prompts, prompt_templates

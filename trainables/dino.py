@@ -49,10 +49,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.metrics import classification_metrics
 from trainables.augment import FLIP_COPY, SampleTransform, build_mixer, edge_map
 from trainables.checkpoint import load_model_state, load_train_state, read_meta
 from trainables.config import BASE_DEFAULTS, merge_config, validate_config
-from trainables.engine import Batcher, classification_metrics, predict_proba
+from trainables.engine import Batcher, predict_proba
 from trainables.features import cached_features
 from trainables.heads import HEADS, POOLS, Head, as_tokens, create_head
 from trainables.loader import CachedImages, make_loader

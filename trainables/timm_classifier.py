@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.metrics import classification_metrics
 from trainables.augment import SampleTransform, build_mixer
 from trainables.checkpoint import load_model_state, load_train_state, read_meta
 from trainables.config import BASE_DEFAULTS, factor_heads, resolve_config, uses_factors
-from trainables.engine import Batcher, classification_metrics, predict_proba, train_one_epoch
+from trainables.engine import Batcher, predict_proba, train_one_epoch
 from trainables.factors import Factorisation, build_factorisation
 from trainables.loader import CachedImages, EpochSampler, make_loader
 from trainables.models import create_model, normalization

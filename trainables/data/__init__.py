@@ -28,7 +28,6 @@ from ._folds import (
 )
 from ._images import fit_square, read_rgb
 from ._inspect import inspect_dataset
-from ._io import runs_dir
 from ._synthetic import ensure_synthetic, generate_synthetic, synthetic_meta
 from ._synthetic_factors import ensure_synthetic_factors, generate_synthetic_factors, synthetic_factors_meta
 
@@ -58,7 +57,6 @@ __all__ = [
     "make_folds",
     "read_folds",
     "read_rgb",
-    "runs_dir",
     "synthetic_factors_meta",
     "synthetic_meta",
     "write_folds",
