@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from common.console import make_console
 from common.io import atomic_path, atomic_write_text
 from ensemble._evaluate import MethodResult
 from ensemble._metrics import METRICS
@@ -94,7 +95,6 @@ def comparison_rows(summary: RunSummary) -> list[dict[str, Any]]:
 
 def print_comparison(summary: RunSummary, file: Any = None) -> None:
     """Print the comparison table with rich (to stdout unless ``file`` is given)."""
-    from rich.console import Console
     from rich.table import Table
 
     direction = "higher" if METRICS[summary.metric] else "lower"
@@ -117,10 +117,7 @@ def print_comparison(summary: RunSummary, file: Any = None) -> None:
             f"{row['nested_seconds']:.1f}",
             style="bold green" if name == summary.winner.name else None,
         )
-    console = Console(file=file)
-    if not console.is_terminal:
-        console.width = max(console.width, 110)  # piped output: rich's 80-column default truncates
-    console.print(table)
+    make_console(file=file).print(table)
 
 
 def _verdict(summary: RunSummary) -> str:

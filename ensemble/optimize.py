@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from common.console import make_console
 from common.io import runs_dir
 from ensemble.artifacts import (
     ArtifactError,
@@ -125,11 +126,9 @@ def _experiment_label(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ensemble search; returns the process exit status (0 ok, 2 bad input)."""
-    from rich.console import Console
-
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True, quiet=args.quiet)  # progress
-    errors = Console(stderr=True)  # errors and warnings print even with --quiet
+    console = make_console(stderr=True, quiet=args.quiet)  # progress
+    errors = make_console(stderr=True)  # errors and warnings print even with --quiet
     try:
         requested = _parse_methods(args.method)
     except ValueError as err:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from common.console import make_console
 from common.io import atomic_path
 from search.failures import describe_error
 from search.space import get_path, has_path
 
 TRIAL_DIR_PREFIX = "trial_"
+ERROR_SHOWN = 300  # characters of an error shown in the printed table
 STATUS_DONE, STATUS_STOPPED, STATUS_ERROR, STATUS_INTERRUPTED = "done", "stopped", "error", "interrupted"
 
 
@@ -143,11 +144,9 @@ def print_leaderboard(
     frame: pd.DataFrame, *, title: str = "Leaderboard", metric: str = "val_acc", limit: int = 30
 ) -> None:
     """Print the leaderboard as a rich table (best ``limit`` rows), the best row highlighted."""
-    from rich.console import Console
     from rich.table import Table
 
-    # A pipe or a log file gets a wide table rather than rich's 80-column default.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = make_console()
     if frame.empty:
         console.print(f"[bold]{title}[/]: no trials")
         return
@@ -159,6 +158,9 @@ def print_leaderboard(
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "error")
     for rank, row in frame.head(limit).iterrows():
         cells = [str(rank)] + [_cell(row[c], c == metric) for c in columns]
+        for i, column in enumerate(columns, start=1):
+            if column == "error" and len(cells[i]) > ERROR_SHOWN:  # the CSV keeps the whole message
+                cells[i] = cells[i][: ERROR_SHOWN - 3] + "..."
         table.add_row(*cells, style="bold green" if rank == 1 else None)
     console.print(table)
     if len(frame) > limit:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from common.console import make_console
 from common.io import atomic_path, runs_dir
 from common.tracking import tracking_uri
 from search import tracking
@@ -268,10 +269,9 @@ def run_stage(cfg: DictConfig, outcome: Any) -> OofOutcome:
 
 def print_summary(outcome: OofOutcome) -> None:
     """A table of the refit models and where their files are."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = make_console()
     table = Table(title=f"OOF refit: {outcome.experiment}", title_justify="left", header_style="bold")
     for column in ("model", "search", "cv mean", "cv std", "oof acc", "epochs", "status"):
         table.add_column(column, justify="left" if column in ("model", "status") else "right")
