@@ -20,6 +20,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from common.tracking import get_or_create_experiment, is_finite, now_ms, param_value
+from search.failures import describe_error
 from search.space import flatten
 
 log = logging.getLogger(__name__)
@@ -336,8 +337,7 @@ def _log_params(client: Any, run_id: str, config: Mapping[str, Any]) -> None:
 
 def _first_line(trial: Any) -> str:
     try:
-        err = trial.get_error()
+        err = trial.get_pickled_error() or trial.get_error()
     except Exception:
         return "error"
-    text = str(err or "error").strip().splitlines()
-    return (text[-1] if text else "error")[:500]
+    return (describe_error(err) or "error")[:500]
