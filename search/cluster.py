@@ -90,6 +90,12 @@ def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
         ray.shutdown()
 
 
+def local_slots(cfg: DictConfig) -> int:
+    """Trials that fit at once on the CPUs Ray will be given here (before Ray starts)."""
+    cpus = cfg.ray.num_cpus or os.cpu_count() or 1
+    return max(1, math.floor(float(cpus) / float(cfg.resources.cpu) + 1e-9))
+
+
 def concurrent_trials(cfg: DictConfig, resources: dict[str, Any]) -> int:
     """How many trials the cluster fits at once given ``resources.cpu``/``resources.gpu`` per trial (>= 1)."""
     fits = [math.floor(float(resources.get("CPU", 1)) / float(cfg.resources.cpu) + 1e-9)]

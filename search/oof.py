@@ -56,6 +56,7 @@ from search.oof_collect import (
 )
 from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
 from search.oof_select import RefitModel, select_models, trial_configs
+from search.preflight import preflight
 from search.records import CONFIG_FILE, list_experiments, load_record, search_dir
 
 log = logging.getLogger("search.oof")
@@ -315,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = parse_overrides(argv)
         experiment = dict(pairs).get("experiment")
         cfg = load_oof_config(experiment, [(k, v) for k, v in pairs if k != "experiment"])
+        preflight(cfg, stages=False)  # data, backbones, resources, ensemble keys: before Ray starts
         outcome = run_oof(cfg)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

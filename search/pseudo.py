@@ -42,6 +42,7 @@ from ensemble.artifacts import find_artifacts, read_artifact
 from search.config import ConfigError, parse_overrides
 from search.oof import OofOutcome, load_oof_config, oof_dir, print_summary, run_oof
 from search.oof_fold import fold_result_path, read_fold_result
+from search.preflight import preflight
 
 log = logging.getLogger("search.pseudo")
 
@@ -306,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = parse_overrides(argv)
         own = {k: v for k, v in pairs if k in OWN_KEYS}
         cfg = load_oof_config(own.get("experiment"), [(k, v) for k, v in pairs if k not in OWN_KEYS])
+        preflight(cfg, stages=False)  # data, backbones, resources, ensemble keys: before Ray starts
         top_fraction = own.get("top_fraction")
         threshold = own.get("threshold", None if top_fraction is not None else 0.9)
         outcome = run_pseudo(

@@ -65,12 +65,20 @@ def load_record(directory: Path) -> SearchRecord:
     return SearchRecord(**{k: v for k, v in data.items() if k in SearchRecord.__dataclass_fields__})
 
 
-def list_experiments(runs: Path) -> list[str]:
-    """Experiments under ``<runs>/search``, most recently started first."""
+def list_experiments(runs: Path, *, resumable: bool = False) -> list[str]:
+    """Experiments under ``<runs>/search``, most recently started first.
+
+    Args:
+        runs: The output root.
+        resumable: Leave out searches that failed (every trial errored): resuming one would fail
+            the same way, so ``resume=true`` never picks it.
+    """
     found = []
     for state in (Path(runs) / "search").glob(f"*/{STATE_FILE}"):
         try:
-            found.append((load_record(state.parent).created, state.parent.name))
+            record = load_record(state.parent)
         except (OSError, ValueError, TypeError):
             continue
+        if not (resumable and record.status == "failed"):
+            found.append((record.created, state.parent.name))
     return [name for _, name in sorted(found, reverse=True)]

@@ -31,10 +31,11 @@ from search.config import (
     valid_keys,
 )
 from search.leaderboard import print_leaderboard
+from search.preflight import Preflight, preflight
 from search.records import CONFIG_FILE, list_experiments, search_dir
 from search.runner import SearchOutcome, run_search
 from search.space import DISTRIBUTIONS
-from search.stages import load_stage, run_stages
+from search.stages import run_stages
 
 log = logging.getLogger("search.run")
 
@@ -55,13 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg, resume = prepare(argv)
-        for name in cfg.stages:
-            load_stage(str(name))  # fail before the search, not after it
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+        checked = preflight(cfg)  # every mistake a user can make, before Ray or MLflow start
+        if cfg.get("budget") and not resume:
+            size_to_budget(cfg, checked)
+    except (ConfigError, ValueError, FileNotFoundError) as err:  # data errors are ValueErrors too
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        outcome = run_search(cfg, resume=resume)
+        outcome = run_search(cfg, resume=resume, checked=checked)
     except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -73,11 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     if outcome.status == "failed":
-        board = outcome.leaderboard
-        errors = board["error"][board["error"].astype(bool)].value_counts() if "error" in board else {}
-        print("every trial failed:", file=sys.stderr)
-        for text, count in dict(errors).items():
-            print(f"  {text}{f'  ({count} trials)' if count > 1 else ''}", file=sys.stderr)
+        print(f"search failed: every trial failed. {failure_reason(outcome)}", file=sys.stderr)
         return 1
     try:
         run_stages([str(s) for s in cfg.stages], cfg, outcome)
@@ -103,9 +101,11 @@ def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:
     runs = runs_dir()
     experiments = list_experiments(runs)
     if resume is True or resume == "true":
-        if not experiments:
-            raise ConfigError(f"resume=true but there is no search under {runs / 'search'} to resume")
-        name = experiments[0]
+        resumable = list_experiments(runs, resumable=True)
+        if not resumable:
+            raise ConfigError(f"resume=true but there is no search under {runs / 'search'} to resume "
+                              "(failed searches are not resumed: start a new one)")  # fmt: skip
+        name = resumable[0]
     else:
         name = str(resume)
         if name not in experiments:
@@ -126,16 +126,18 @@ def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:
 
 
 def report(outcome: SearchOutcome, cfg: DictConfig) -> None:
-    """Print the final leaderboard and where everything was written."""
+    """Print the final leaderboard and where everything was written (only files that exist)."""
     metric = str(cfg.tune.metric)
     print()
     print_leaderboard(
         outcome.leaderboard, title=f"Leaderboard: {outcome.experiment} ({cfg.space})", metric=metric
     )
-    print(f"\nleaderboard and plots: {outcome.out_dir}")
-    print(
-        f"ray experiment:        {outcome.ray_path}   (continue it: python -m search.run resume={outcome.experiment})"
-    )
+    print()
+    for path in outcome.files:
+        if path.exists():
+            print(f"{path.stem + ':':<22} {path}")
+    if outcome.status != "failed":
+        print(f"ray experiment:        {outcome.ray_path}")
     if outcome.tracking_uri:
         print(f"mlflow store:          {outcome.tracking_uri}   (parent run {outcome.parent_run_id})")
         if str(outcome.tracking_uri).startswith(("http://", "https://")):
@@ -143,6 +145,27 @@ def report(outcome: SearchOutcome, cfg: DictConfig) -> None:
         else:
             print(f"open it with:          mlflow ui --backend-store-uri {outcome.tracking_uri}")
     print(f"trial-epochs spent:    {outcome.trial_epochs}")
+
+
+def size_to_budget(cfg: DictConfig, checked: Preflight) -> None:
+    """``budget=90m``: choose trials, epochs, image size and top-k, and say so before starting."""
+    from search.budget import apply_plan, plan_budget
+    from search.cluster import local_slots
+
+    plan = plan_budget(cfg, checked.n_train, checked.n_test, local_slots(cfg))
+    apply_plan(cfg, plan)
+    for line in plan.lines():
+        print(line, flush=True)
+
+
+def failure_reason(outcome: SearchOutcome) -> str:
+    """The distinct errors of a failed search's trials, for its final message."""
+    board = outcome.leaderboard
+    errors = [] if board.empty or "error" not in board else list(dict.fromkeys(e for e in board["error"] if e))
+    if not errors:
+        return "No trial reported; see the errors above."
+    shown = "\n".join(errors[:3]) + (f"\n... and {len(errors) - 3} other error(s)" if len(errors) > 3 else "")
+    return f"The error{'s' if len(errors) > 1 else ''}:\n{shown}\nThe leaderboard is in {outcome.out_dir}"
 
 
 def usage() -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from common.io import runs_dir
+from common.io import atomic_write_text, runs_dir
 from common.tracking import tracking_uri
 from search import tracking
 from search.algorithms import make_scheduler, make_searcher, resolve_search_alg, uses_grid_search
@@ -30,6 +30,7 @@ from search.leaderboard import (
     trial_histories,
 )
 from search.plots import plot_ablation, plot_curves, plot_params
+from search.preflight import Preflight
 from search.records import CONFIG_FILE, SearchRecord, load_record, save_record, search_dir
 from search.space import build_param_space, flatten, get_path
 
@@ -77,7 +78,13 @@ class SearchOutcome:
         return None if self.leaderboard.empty else self.leaderboard.iloc[0]
 
 
-def run_search(cfg: DictConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> SearchOutcome:
+def run_search(
+    cfg: DictConfig,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    checked: Preflight | None = None,
+) -> SearchOutcome:
     """Run (or resume) the search a loaded config describes.
 
     Args:
@@ -87,6 +94,8 @@ def run_search(cfg: DictConfig, *, resume: bool = False, callbacks: Sequence[Any
             searcher keeps its history, and the MLflow parent run is re-attached.
         callbacks: Extra ``ray.tune.Callback`` objects for a new search (a resumed one keeps the
             callbacks it was started with).
+        checked: What :func:`search.preflight.preflight` found; files it skipped
+            (``trainable.skip_bad``) are listed in ``skipped.csv`` and on the MLflow parent run.
 
     Returns:
         The outcome; the leaderboard and plots are also saved under ``outcome.out_dir``.
@@ -98,6 +107,7 @@ def run_search(cfg: DictConfig, *, resume: bool = False, callbacks: Sequence[Any
     runs = runs_dir()
     out_dir = search_dir(runs, cfg.experiment)
     record = _open_record(cfg, runs, out_dir, resume)
+    _save_skipped(out_dir, checked)
     with ray_session(cfg, runs) as resources:
         tracker, tune_callbacks = _start_tracking(cfg, runs, record, resume)
         save_record(out_dir, record)
@@ -119,6 +129,14 @@ def run_search(cfg: DictConfig, *, resume: bool = False, callbacks: Sequence[Any
     if tracker is not None and record.parent_run_id:
         _finish_parent(tracker, record, outcome, cfg)
     return outcome
+
+
+def _save_skipped(out_dir: Path, checked: Preflight | None) -> Path | None:
+    """``skipped.csv``: the files ``trainable.skip_bad=true`` left out, and why."""
+    if checked is None or not checked.skipped:
+        return None
+    frame = pd.DataFrame(checked.skipped, columns=["path", "reason"])
+    return atomic_write_text(out_dir / "skipped.csv", frame.to_csv(index=False, lineterminator="\n"))
 
 
 def _search_status(board: pd.DataFrame) -> str:
@@ -330,7 +348,8 @@ def _finish_parent(
     }
     if outcome.best is not None:
         metrics[f"best_{metric}"] = float(outcome.best[metric])
-    files = [*outcome.files, outcome.out_dir / CONFIG_FILE]
+    skipped = outcome.out_dir / "skipped.csv"  # trainable.skip_bad: the files left out
+    files = [*outcome.files, outcome.out_dir / CONFIG_FILE, *([skipped] if skipped.exists() else [])]
     status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(record.status, "FAILED")
     tracking.finish_run(tracker, record.parent_run_id, metrics=metrics, artifacts=files, status=status)
     if not tracker.healthy:

@@ -1,6 +1,8 @@
 """Deterministic errors are not retried: a real Ray search with max_failures=2 runs such a trial once.
 
 Retries are for crashes (tests/search/test_run.py kills a worker and sees the trial resume).
+``python -m search.run`` refuses these configs in its preflight, before Ray; ``run_search`` is
+called directly here to get the errors into trials, as when data go bad after the check.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from common.io import runs_dir
-from search.records import load_record, search_dir
-from search.run import main
+from search.config import load_config
+from search.run import failure_reason
+from search.runner import run_search
 
 pytestmark = pytest.mark.slow
 
@@ -48,27 +50,26 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_deterministic_error_runs_once_and_its_message_reaches_the_leaderboard(
-    ray_local: None, tiny: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+    ray_local: None, tiny: list[str], tmp_path: Path, case: str
 ) -> None:
     overrides, expected = CASES[case]
     name = f"retry-{case}"
-    argv = [
+    argv: list[str] = [
         *tiny, "space=quick", f"experiment={name}", "search=null", "tune.points_to_evaluate=[]",
         "tune.num_samples=1", "max_failures=2", "mlflow.enabled=false", *overrides(tmp_path),
     ]  # fmt: skip
-    assert main(argv) == 1
+    outcome = run_search(load_config(argv))
+    assert outcome.status == "failed"
 
-    record = load_record(search_dir(runs_dir(), name))
-    (trial_dir,) = Path(record.ray_path).glob("trial_*")
+    (trial_dir,) = Path(outcome.ray_path).glob("trial_*")
     # Ray appends "Failure # n" to the trial's error.txt once per failed attempt.
     failures = (trial_dir / "error.txt").read_text().count("Failure #")
     assert failures == 1, f"the trial ran {failures} times; a deterministic error must not be retried"
 
-    board = pd.read_csv(search_dir(runs_dir(), name) / "leaderboard.csv")
+    board = pd.read_csv(outcome.out_dir / "leaderboard.csv")
     assert board.status.tolist() == ["error"]
     error = board.error.iloc[0]
     assert error.startswith(expected), error
     if case == "bad-data":
         assert "bus/bus_2.png" in error and "trainable.skip_bad=true" in error
-    err = capsys.readouterr().err
-    assert "every trial failed:" in err and expected in err
+    assert expected in failure_reason(outcome)  # what search.run prints last

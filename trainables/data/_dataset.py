@@ -250,11 +250,17 @@ def _classes_from_rows(df: pd.DataFrame, path: Path) -> list[str]:
     per_name = df.groupby("class_name", sort=True)["target"].unique()
     for name, targets in per_name.items():
         if len(targets) > 1:
-            problems.append(f"class_name {name!r} has several targets {sorted(int(t) for t in targets)}")
+            problems.append(
+                f"class_name {name!r} has several targets {sorted(int(t) for t in targets)}"
+                f" ({_minority_lines(df, df['class_name'] == name, 'target')})"
+            )
     per_target = df.groupby("target", sort=True)["class_name"].unique()
     for target, names in per_target.items():
         if len(names) > 1:
-            problems.append(f"target {target} is used by several class names {sorted(names)}")
+            problems.append(
+                f"target {target} is used by several class names {sorted(names)}"
+                f" ({_minority_lines(df, df['target'] == target, 'class_name')})"
+            )
     if problems:
         raise DataFormatError(
             f"{path}: class names and targets must map one-to-one:\n  " + "\n  ".join(problems[:50])
@@ -268,6 +274,15 @@ def _classes_from_rows(df: pd.DataFrame, path: Path) -> list[str]:
             f"{listing(outside)}; targets without rows: {listing(absent)}"
         )
     return [str(per_target[t][0]) for t in range(n)]
+
+
+def _minority_lines(df: pd.DataFrame, rows: pd.Series, column: str) -> str:
+    """The CSV lines (header = line 1) holding the less common values of ``column`` among ``rows``:
+    the likely typos, so the user knows which lines to fix."""
+    values = df.loc[rows, column]
+    usual = values.value_counts().index[0]
+    odd = values.index[values != usual]
+    return f"the usual {column} is {usual!r}; other values on line(s) {listing([int(i) + 2 for i in odd])}"
 
 
 def _require_unique_paths(df: pd.DataFrame, path: Path) -> None:
@@ -386,7 +401,8 @@ def _file_verdicts(paths: list[str], workers: int | None) -> tuple[list[str], li
             tqdm(results, total=len(paths), desc="checking images", unit="img", disable=None, leave=False)
         ):
             reasons[i], digests[i] = reason or "", digest
-    atomic_write_json(memo, {"reasons": reasons, "digests": digests})
+    if not any(reasons):  # a failed check leaves nothing behind; the user fixes the files and reruns
+        atomic_write_json(memo, {"reasons": reasons, "digests": digests})
     return reasons, digests
 
 

@@ -1,0 +1,243 @@
+"""``budget=90m``: size a whole flow (search, OOF refit, ensemble) to the time a user has.
+
+A competitor knows how long they can wait, not how many trials that buys. The plan measures how
+fast this machine trains each backbone of the space (a few real optimizer steps per backbone and
+image size, remembered per machine), then picks the largest image size and the most epochs for
+which enough trials to explore the space, plus the refit of the best few on every fold, fit in
+the budget on the trial slots the resources give. It says up front what it chose and what it
+expects each stage to cost, and caps the search with ``tune.time_budget_s`` so an estimate that
+is off cannot eat the refit's share.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from common.io import atomic_write_json, runs_dir
+from search.config import ConfigError, dimensions
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZES = (160, 128, 112, 96, 64)  # tried largest first
+EPOCH_CHOICES = (12, 10, 8, 6)
+REFERENCE_SIZE = 128
+# Seconds a trial costs besides its epochs: worker start, model build, data and cache open, checkpoints.
+TRIAL_OVERHEAD_S = 15.0
+# Share of the budget kept back for the ensemble stage, MLflow and the estimate's error.
+RESERVE = 0.1
+# A trial's epoch also decodes, augments and batches its images; measured on this machine's
+# class (Lite0, 128 px, one thread), an epoch took about 1.3x its bare optimizer steps.
+PIPELINE_FACTOR = 1.3
+_SPEED_VERSION = 1
+
+
+@dataclass
+class BudgetPlan:
+    """What a budget bought.
+
+    Attributes:
+        budget_s: The budget in seconds.
+        slots: Trials that run at once.
+        image_size: Chosen input side.
+        epochs: Chosen epochs per trial.
+        trials: Chosen number of search trials.
+        top_k: Configs refit on every fold.
+        search_s: Estimated search time (also its hard cap, ``tune.time_budget_s``).
+        oof_s: Estimated OOF refit time.
+        fits: Whether the smallest plan fits at all (False: the budget is too small; the plan is
+            the smallest one).
+        sec_per_image: Measured training seconds per image at ``image_size``, per backbone.
+    """
+
+    budget_s: float
+    slots: int
+    image_size: int
+    epochs: int
+    trials: int
+    top_k: int
+    search_s: float
+    oof_s: float
+    fits: bool
+    sec_per_image: dict[str, float]
+
+    def lines(self) -> list[str]:
+        """What was chosen and why, for the terminal."""
+        speeds = ", ".join(f"{b} {1 / s:.0f} img/s" for b, s in self.sec_per_image.items())
+        head = (
+            f"budget {_fmt(self.budget_s)} on {self.slots} trial slot(s): {self.trials} trials x up to "
+            f"{self.epochs} epochs at {self.image_size} px, then the best {self.top_k} refit on every fold"
+        )
+        estimate = (
+            f"estimate: search {_fmt(self.search_s)} (its cap), OOF refit {_fmt(self.oof_s)}, "
+            f"total {_fmt(self.search_s + self.oof_s)}; measured training speed per slot: {speeds}"
+        )
+        out = [head, estimate]
+        if not self.fits:
+            out.append(
+                "warning: the budget is too small for a search that explores this space; this is the "
+                "smallest plan. Give more time (budget=...) or fewer searched keys"
+            )
+        return out
+
+
+def parse_budget(text: object) -> float:
+    """Seconds in ``90m``, ``1.5h``, ``45min``, ``3600s``.
+
+    Raises:
+        ConfigError: Not a duration with a unit.
+    """
+    raw = str(text).strip()
+    try:
+        if raw.replace(".", "", 1).isdigit():
+            raise ValueError("no unit")
+        seconds = pd.Timedelta(raw).total_seconds()
+    except ValueError:
+        raise ConfigError(f"budget={text!r}: give a duration with its unit, e.g. budget=90m, 2h or 1800s") from None
+    if seconds < 60:
+        raise ConfigError(f"budget={text!r}: a flow needs at least a few minutes (e.g. budget=20m)")
+    return seconds
+
+
+def plan_budget(cfg: DictConfig, n_train: int, n_test: int, slots: int) -> BudgetPlan:
+    """Choose image size, epochs, trials and top-k so the flow fits ``cfg.budget``.
+
+    Args:
+        cfg: A loaded config with ``budget`` set.
+        n_train: Training rows of the data.
+        n_test: Test rows (predicted by every refit fold).
+        slots: Trials that run at once.
+
+    Returns:
+        The plan; apply it with :func:`apply_plan`.
+    """
+    budget = parse_budget(cfg.budget)
+    k = int(cfg.trainable.k)
+    backbones = _backbones(cfg)
+    threads = max(1, int(float(cfg.resources.cpu)))
+    min_trials = max(len(dimensions(cfg)) + 1, 2 * slots, 6)
+    plan = None
+    # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
+    measured = {b: measure_speed(b, REFERENCE_SIZE, int(cfg.trainable.batch_size), threads) for b in backbones}
+    for size in IMAGE_SIZES:
+        speed = {b: s * (size / REFERENCE_SIZE) ** 2 for b, s in measured.items()}
+        per_image = sum(speed.values()) / len(speed)
+        for epochs in EPOCH_CHOICES:
+            plan = _plan(cfg, budget, slots, size, epochs, per_image, speed, n_train, n_test, k, min_trials)
+            if plan.fits:
+                return plan
+    assert plan is not None
+    return plan
+
+
+def _plan(
+    cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, per_image: float,
+    speed: dict[str, float], n_train: int, n_test: int, k: int, min_trials: int,
+) -> BudgetPlan:  # fmt: skip
+    fold_train, fold_val = n_train * (k - 1) / k, n_train / k
+    tta = 2 if cfg.oof.get("tta_flip") else 1
+    epoch_s = fold_train * per_image + fold_val * per_image / 3  # evaluation ~ a third of a step
+    trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
+    fold_s = epoch_s * epochs + n_test * per_image / 3 * tta + TRIAL_OVERHEAD_S
+    usable = budget * (1 - RESERVE)
+    for top_k in (3, 2):
+        oof_s = top_k * k * fold_s / slots
+        trials = math.floor((usable - oof_s) * slots / trial_s) if usable > oof_s else 0
+        if trials >= min_trials:
+            break
+    fits = trials >= min_trials
+    trials = max(trials, min_trials) if fits else min_trials
+    search_s = max(usable - oof_s, trial_s * math.ceil(trials / slots))
+    return BudgetPlan(budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed)
+
+
+def _asha_epochs(cfg: DictConfig, epochs: int) -> float:
+    """Expected epochs per trial: ASHA stops all but 1/eta of the trials at each rung."""
+    if str(cfg.scheduler.name) != "asha":
+        return float(epochs)
+    eta = float(cfg.scheduler.reduction_factor)
+    grace = cfg.scheduler.grace_period
+    grace = int(cfg.trainable.get("warmup_epochs", 1)) + 1 if grace in (None, "auto") else int(grace)
+    rungs = [grace]
+    while rungs[-1] * eta < epochs:
+        rungs.append(math.ceil(rungs[-1] * eta))
+    expected, survivors, done = 0.0, 1.0, 0
+    for rung in [*rungs, epochs]:
+        expected += survivors * (min(rung, epochs) - done)
+        done = min(rung, epochs)
+        survivors /= eta
+    return expected
+
+
+def apply_plan(cfg: DictConfig, plan: BudgetPlan) -> None:
+    """Write the plan into the config (the saved config records what the budget chose)."""
+    cfg.trainable.image_size = plan.image_size
+    cfg.trainable.epochs = plan.epochs
+    cfg.tune.num_samples = plan.trials
+    cfg.tune.time_budget_s = round(plan.search_s)
+    cfg.oof.top_k = plan.top_k
+
+
+def _backbones(cfg: DictConfig) -> list[str]:
+    dim = dimensions(cfg).get("backbone")
+    if dim is not None and dim.kind in ("grid", "choice"):
+        return [str(b) for b in dim.args]
+    return [str(cfg.trainable.backbone)]
+
+
+def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int) -> float:
+    """Training seconds per image (forward, backward, AdamW step) on this machine's CPU.
+
+    Measured on a few real steps of the model with random inputs (about a second per backbone),
+    times :data:`PIPELINE_FACTOR` for loading and augmentation, and remembered per machine,
+    backbone, size, batch and thread count in ``<runs>/cache/speed.json``.
+    """
+    key = "|".join(
+        map(str, (backbone, image_size, batch_size, threads, platform.machine(), os.cpu_count(), _SPEED_VERSION))
+    )
+    path = runs_dir() / "cache" / "speed.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in known:
+        known[key] = _time_steps(backbone, image_size, min(batch_size, 16), threads) * PIPELINE_FACTOR
+        atomic_write_json(path, known)
+    return float(known[key])
+
+
+def _time_steps(backbone: str, image_size: int, batch: int, threads: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    from trainables.models import create_model
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = create_model(backbone, 100, pretrained=False, image_size=image_size).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        images, labels = torch.randn(batch, 3, image_size, image_size), torch.randint(0, 100, (batch,))
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+
+        step()  # the first step allocates; it is not what an epoch costs
+        start, steps = time.perf_counter(), 0
+        while steps < 2 or (steps < 8 and time.perf_counter() - start < 1.0):
+            step()
+            steps += 1
+        return (time.perf_counter() - start) / (steps * batch)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
