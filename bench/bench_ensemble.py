@@ -45,41 +45,19 @@ ACCURACIES = np.linspace(0.60, 0.85, 10)
 # ------------------------------------------------------------------------------------ data
 
 
-def _softmax_rows(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
-
-
 def generate(data: Path, n_models: int, n_rows: int, n_classes: int, seed: int = 0) -> None:
     """Write m{i}.npy (float16 probabilities) and targets.npy under ``data``.
 
-    Logits share a component across models (correlated confusions) and a per-row difficulty;
-    each model's true-class margin is set to the quantile that gives exactly its target accuracy,
-    and its temperature so that its mean top probability is close to that accuracy.
+    The probabilities come from :func:`ensemble.synthetic.make_probs`: correlated errors, exact
+    per-model accuracies spread over ``ACCURACIES``, roughly calibrated confidence.
     """
-    rng = np.random.default_rng(seed)
+    from ensemble.synthetic import make_probs
+
     data.mkdir(parents=True, exist_ok=True)
-    y = rng.permutation(np.arange(n_rows) % n_classes)
-    rows = np.arange(n_rows)
-    shared = rng.standard_normal((n_rows, n_classes), dtype=np.float32)
-    hard = rng.standard_normal(n_rows).astype(np.float32)
     accs = np.interp(np.linspace(0, 1, n_models), [0, 1], [ACCURACIES[0], ACCURACIES[-1]])
-    for m, acc in enumerate(accs):
-        logits = 0.7 * shared + 0.714 * rng.standard_normal((n_rows, n_classes), dtype=np.float32)
-        logits[rows, y] -= 0.8 * hard
-        others = logits.copy()
-        others[rows, y] = -np.inf
-        gap = others.max(axis=1) - logits[rows, y]
-        logits[rows, y] += np.quantile(gap, acc)  # exactly `acc` of the rows now have y on top
-        lo, hi = 0.1, 50.0
-        probe = logits[:2000]
-        for _ in range(30):  # temperature: mean top probability ~ accuracy (calibrated-ish)
-            mid = (lo * hi) ** 0.5
-            conf = _softmax_rows(probe * mid).max(axis=1).mean()
-            lo, hi = (mid, hi) if conf < acc else (lo, mid)
-        np.save(data / f"m{m}.npy", _softmax_rows(logits * lo).astype(np.float16))
+    models, y = make_probs(n_rows, n_classes, list(accs), seed=seed, dtype="float16")
+    for m, probs in enumerate(models):
+        np.save(data / f"m{m}.npy", probs)
     np.save(data / "targets.npy", y)
     (data / "done").write_text("ok")
 

@@ -11,7 +11,8 @@ Example:
     >>> method = create_method("caruana").fit(stack, arts[0].targets)
     >>> labels = method.predict(ProbStack.from_artifacts(arts, split="test"))
 
-CLI: ``python -m ensemble.optimize --method all``.
+CLI: ``python -m ensemble.optimize`` (``--method auto``: every fast method scored by nested CV,
+the simplest within one standard error of the best submitted; see :mod:`ensemble._select`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from ensemble._evaluate import MethodResult, evaluate_method, nested_cv, pick_winner
     from ensemble._metrics import METRICS, Objective, score_proba
     from ensemble._search import BayesianEnsemble, GeneticEnsemble
+    from ensemble._select import AUTO_METHODS, SIMPLICITY, Choice, choose_method
     from ensemble._stack import ProbStack
     from ensemble._stacking import StackingEnsemble
     from ensemble._weights import (
@@ -71,16 +73,23 @@ _LAZY = {
     "evaluate_method": "ensemble._evaluate",
     "nested_cv": "ensemble._evaluate",
     "pick_winner": "ensemble._evaluate",
+    "AUTO_METHODS": "ensemble._select",
+    "SIMPLICITY": "ensemble._select",
+    "Choice": "ensemble._select",
+    "choose_method": "ensemble._select",
 }
 
 __all__ = [
+    "AUTO_METHODS",
     "METRICS",
+    "SIMPLICITY",
     "Artifact",
     "ArtifactError",
     "ArtifactWarning",
     "BayesianEnsemble",
     "BestSingleModel",
     "CaruanaEnsemble",
+    "Choice",
     "EnsembleMethod",
     "GeneticEnsemble",
     "IncompatibleArtifactsError",
@@ -94,6 +103,7 @@ __all__ = [
     "WeightedEnsemble",
     "artifact_dir",
     "check_compatible",
+    "choose_method",
     "create_method",
     "evaluate_method",
     "find_artifacts",

@@ -18,11 +18,10 @@ from common.console import make_console
 from common.io import atomic_path, atomic_write_text
 from ensemble._evaluate import MethodResult
 from ensemble._metrics import METRICS
+from ensemble._select import Choice
 from ensemble.artifacts import Artifact, _jsonable, write_submission
 
 __all__ = ["RunSummary", "comparison_rows", "print_comparison", "write_outputs"]
-
-_FIXED_WEIGHTS = {"mean", "vote"}  # uniform by definition: nothing to show in a weights chart
 
 
 @dataclass
@@ -39,6 +38,7 @@ class RunSummary:
         test_labels: Predicted class index per test row (None without a submission).
         excluded: Model ids left out (no test probabilities).
         test_proba: The chosen method's (n_test, C) test probabilities (None without a submission).
+        choice: How ``chosen`` was picked (the one-standard-error rule's scores and verdict).
     """
 
     experiment: str
@@ -50,6 +50,7 @@ class RunSummary:
     test_labels: np.ndarray | None = None
     excluded: Sequence[str] = ()
     test_proba: np.ndarray | None = None
+    choice: Choice | None = None
 
     @property
     def model_ids(self) -> list[str]:
@@ -88,6 +89,7 @@ def comparison_rows(summary: RunSummary) -> list[dict[str, Any]]:
                 else sign * (r.nested_mean - base),
                 "fit_seconds": r.fit_seconds,
                 "nested_seconds": r.nested_seconds,
+                "within_one_se": summary.choice is not None and r.name in summary.choice.eligible,
             }
         )
     return rows
@@ -100,9 +102,10 @@ def print_comparison(summary: RunSummary, file: Any = None) -> None:
     direction = "higher" if METRICS[summary.metric] else "lower"
     table = Table(
         title=f"{summary.experiment}: {summary.metric}, {direction} is better",
-        caption="nested: fit on K-1 folds, scored on the held-out fold; bold: best out of sample; ✓: submitted",
+        caption="nested: fit on K-1 folds, scored on the held-out fold; bold: best nested score; "
+        "1 SE: within one standard error of it; ✓: submitted",
     )
-    for col in ("method", "in-sample", "nested", "± std", "optimism", "Δ best", "fit s", "nested s"):
+    for col in ("method", "in-sample", "nested", "± std", "1 SE", "optimism", "Δ best", "fit s", "nested s"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for row in comparison_rows(summary):
         name = row["method"]
@@ -111,16 +114,24 @@ def print_comparison(summary: RunSummary, file: Any = None) -> None:
             _fmt(row["in_sample"]),
             _fmt(row["nested_mean"]),
             _fmt(row["nested_std"]),
+            "yes" if row["within_one_se"] else "",
             _fmt(row["optimism"]),
             _signed(row["gain_vs_best_single"]),
             f"{row['fit_seconds']:.1f}",
             f"{row['nested_seconds']:.1f}",
             style="bold green" if name == summary.winner.name else None,
         )
-    make_console(file=file).print(table)
+    console = make_console(file=file)
+    console.print(table)
+    if summary.choice is not None:
+        # The markdown's **bold** as rich's markup; the method names need no escaping.
+        parts = summary.choice.reason().split("**")
+        console.print("".join(f"[bold]{p}[/]" if i % 2 else p for i, p in enumerate(parts)), highlight=False)
 
 
 def _verdict(summary: RunSummary) -> str:
+    if summary.choice is not None:
+        return summary.choice.reason()
     w, m = summary.winner, summary.metric
     if w.nested_mean is None:
         return f"Nested CV was not run; by in-sample {m} the best method is **{w.name}** ({w.in_sample:.4f})."
@@ -159,17 +170,19 @@ def report_markdown(summary: RunSummary) -> str:
         "",
         "In-sample scores are fit and scored on the same OOF rows; nested scores fit each method on",
         "K-1 of the models' folds and score it on the held-out fold (mean ± std over folds).",
-        "Choose by the nested column: the optimism column is how much in-sample flatters a method.",
+        "The submission is chosen on the nested column (the rule above); the optimism column is how much",
+        "in-sample flatters a method.",
         "",
         "## Methods",
         "",
-        "| method | in-sample | nested mean | nested std | optimism | vs best single | fit s | nested s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | in-sample | nested mean | nested std | within 1 SE | optimism | vs best single | fit s | nested s |",
+        "|---|---:|---:|---:|:---:|---:|---:|---:|---:|",
     ]
     for row in comparison_rows(summary):
         gain = row["gain_vs_best_single"]
         lines.append(
             f"| {row['method']} | {_fmt(row['in_sample'])} | {_fmt(row['nested_mean'])} | {_fmt(row['nested_std'])} "
+            f"| {'yes' if row['within_one_se'] else ''} "
             f"| {_fmt(row['optimism'])} | {_signed(gain)} "
             f"| {row['fit_seconds']:.1f} | {row['nested_seconds']:.1f} |"
         )
@@ -233,6 +246,7 @@ def weights_document(summary: RunSummary) -> dict[str, Any]:
         "metric": summary.metric,
         "method": summary.chosen.name,
         "winner_out_of_sample": summary.winner.name,
+        "choice": None if summary.choice is None else _choice_document(summary.choice),
         "models": ids,
         "classes": list(summary.artifacts[0].classes),
         "weights": dict(zip(ids, map(float, summary.chosen.weights), strict=True)),
@@ -243,48 +257,30 @@ def weights_document(summary: RunSummary) -> dict[str, Any]:
     }
 
 
-def plot_weights(summary: RunSummary, path: Path) -> Path:
-    """Grouped bar chart of the weights per model, one colour per method; error bars = std over folds."""
-    import matplotlib
+def _choice_document(choice: Choice) -> dict[str, Any]:
+    return {
+        "rule": choice.rule,
+        "best_nested": choice.best.name,
+        "standard_error": choice.se,
+        "threshold": choice.threshold,
+        "within_one_se": choice.eligible,
+        "requested": choice.requested,
+        "reason": choice.reason().replace("**", ""),
+    }
 
-    matplotlib.use("Agg")  # files only; never open a window
+
+def plot_weights(summary: RunSummary, path: Path) -> Path:
+    """The weights chart (:func:`ensemble._plot.weights_figure`), written atomically, nothing clipped."""
     import matplotlib.pyplot as plt
 
-    shown = [r for r in summary.results if r.name not in _FIXED_WEIGHTS]
-    ids = summary.model_ids
-    x = np.arange(len(ids))
-    width = 0.8 / max(1, len(shown))
-    fig, ax = plt.subplots(figsize=(min(16.0, 2.0 + 0.35 * len(ids) * max(2, len(shown))), 4.0))
-    for i, r in enumerate(shown):
-        err = None
-        std = np.std(np.vstack(r.fold_weights), axis=0) if r.fold_weights else np.zeros(len(ids))
-        if std.any():  # zero-length error bars would still draw their caps
-            err = np.vstack([np.minimum(std, r.weights), std])  # a weight cannot go below 0
-        label = (
-            r.name
-            + ("" if r.method.blends else " (importance)")
-            + (" *" if r.name == summary.winner.name else "")
-        )
-        ax.bar(
-            x + (i - (len(shown) - 1) / 2) * width,
-            r.weights,
-            width,
-            yerr=err,
-            capsize=2,
-            label=label,
-            hatch=None if r.method.blends else "//",
-        )
-    ax.axhline(1.0 / len(ids), color="grey", lw=0.8, ls="--", label="uniform (mean)")
-    ax.set_xticks(x, ids, rotation=30, ha="right")
-    ax.set_ylabel("weight")
-    ax.set_title(
-        f"{summary.experiment}: weights per model (* best out of sample; bars: std over nested folds)",
-        fontsize=9,
+    from ensemble._plot import weights_figure
+
+    fig = weights_figure(
+        summary.experiment, summary.model_ids, summary.results, summary.chosen.name, summary.winner.name
     )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        # bbox_inches="tight": the saved image grows to hold the legend and the longest name.
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 

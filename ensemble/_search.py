@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ensemble._base import WeightedEnsemble, progress, register_method
+from ensemble._defaults import DEFAULT_TRIALS
 from ensemble._metrics import METRICS, BestTracker, Objective, argbest
 from ensemble._stack import ProbStack
 
@@ -55,7 +56,7 @@ class BayesianEnsemble(WeightedEnsemble):
 
     def __init__(
         self,
-        n_trials: int = 500,
+        n_trials: int = DEFAULT_TRIALS,
         metric: str = "accuracy",
         sampler: str = "tpe",
         random_state: int | None = 0,

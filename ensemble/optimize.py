@@ -2,15 +2,18 @@
 
 Usage::
 
-    python -m ensemble.optimize --method bayesian                  # latest experiment
-    python -m ensemble.optimize --experiment exp1 --method all     # compare every method
+    python -m ensemble.optimize                                    # latest experiment, --method auto
+    python -m ensemble.optimize --experiment exp1 --method all     # every registered method
+    python -m ensemble.optimize --method bayesian                  # submit this one method
     python -m ensemble.optimize --runs runs/oof/exp1/a runs/oof/exp1/b --method caruana --metric f1
 
 Writes ``submission.csv``, ``weights.json``, ``report.md`` and ``weights.png`` to
 ``$RUNS_DIR/ensembles/<experiment>/<method>/`` (or ``--out``) and logs an MLflow run linked to
 the source model runs (``--no-mlflow`` skips it). The best single model and the plain mean are
-always evaluated as baselines. With several methods (``all`` or a comma list) the submission
-comes from the method with the best nested-CV estimate.
+always evaluated as baselines. With several methods (``auto``, the default: every fast built-in
+method; ``all``; or a comma list) the submission comes from the simplest method within one
+standard error of the best nested-CV estimate (:mod:`ensemble._select`), and the report and
+the terminal say why. With one method named, that method is submitted.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 
 from common.console import make_console
 from common.io import runs_dir
+from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
 from ensemble.artifacts import (
     ArtifactError,
     ArtifactWarning,
@@ -52,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--method",
-        default="bayesian",
-        help="bayesian, genetic, caruana, logloss, mean, vote, stacking, best; a comma list; or 'all' (default: bayesian)",
+        default=DEFAULT_METHOD,
+        help="auto (every fast method, the simplest within one SE of the best nested score is submitted), "
+        "all, one of bayesian, genetic, caruana, logloss, mean, vote, stacking, best, or a comma list "
+        f"(default: {DEFAULT_METHOD})",
     )
     p.add_argument(
         "--metric",
@@ -61,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["accuracy", "f1", "logloss"],
         help="what to optimise and report",
     )
-    p.add_argument("--trials", type=int, default=500, help="bayesian: Optuna trials (default 500)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=DEFAULT_TRIALS,
+        help=f"bayesian: Optuna trials (default {DEFAULT_TRIALS})",
+    )
     p.add_argument("--generations", type=int, default=100, help="genetic: generations (default 100)")
     p.add_argument("--caruana-iters", type=int, default=100, help="caruana: selection steps (default 100)")
     p.add_argument(
@@ -86,14 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse_methods(spec: str) -> list[str]:
     from ensemble._base import list_methods
+    from ensemble._select import AUTO_METHODS
 
     known = list_methods()
+    if spec.strip() == "auto":
+        return [m for m in AUTO_METHODS if m in known]
     if spec.strip() == "all":
         return [m for m in BUILTIN_ORDER if m in known] + sorted(set(known) - set(BUILTIN_ORDER))
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in known]
     if not names or unknown:
-        raise ValueError(f"unknown method(s) {unknown or spec!r}; valid: {', '.join(known)} or 'all'")
+        raise ValueError(f"unknown method(s) {unknown or spec!r}; valid: {', '.join(known)}, 'auto' or 'all'")
     return names
 
 
@@ -152,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from ensemble._base import create_method
-    from ensemble._evaluate import evaluate_method, pick_winner
+    from ensemble._evaluate import evaluate_method
     from ensemble._report import RunSummary, print_comparison, write_outputs
+    from ensemble._select import choose_method
     from ensemble._stack import ProbStack
 
     stack = ProbStack.from_artifacts(artifacts)
@@ -177,18 +192,27 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(1)
         results.append(result)
 
-    winner = pick_winner(results, args.metric)
-    chosen = winner if len(requested) > 1 else next(r for r in results if r.name == requested[0])
+    choice = choose_method(results, args.metric, requested=requested[0] if len(requested) == 1 else None)
+    chosen = choice.chosen
     test_labels = test_proba = None
     if not args.no_submission:
         test_stack = ProbStack.from_artifacts(artifacts, split="test")
         test_labels = chosen.method.predict(test_stack)
         test_proba = chosen.method.predict_proba(test_stack)  # what a pseudo-labelling round reads
     summary = RunSummary(
-        experiment, args.metric, artifacts, results, chosen, winner, test_labels, excluded, test_proba
+        experiment,
+        args.metric,
+        artifacts,
+        results,
+        chosen,
+        choice.best,
+        test_labels,
+        excluded,
+        test_proba,
+        choice,
     )
 
-    label = "all" if args.method.strip() == "all" else "+".join(requested)
+    label = args.method.strip() if args.method.strip() in ("auto", "all") else "+".join(requested)
     out_dir = args.out or runs_dir() / "ensembles" / experiment / label
     files = write_outputs(summary, out_dir)
     if not args.quiet:

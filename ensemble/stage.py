@@ -12,23 +12,34 @@ from pathlib import Path
 from typing import Any
 
 from common.io import runs_dir
+from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
+
+
+def _setting(cfg: Any, key: str, default: Any) -> Any:
+    """``cfg.ensemble.<key>``, or the package's default where the config leaves it out or null."""
+    value = getattr(cfg.ensemble, key, None)
+    return default if value is None else value
 
 
 def stage_out_dir(cfg: Any, experiment: str) -> Path:
     """``<runs>/ensembles/<experiment>/<method>``: where the stage writes (as ``ensemble.optimize`` would)."""
-    label = re.sub(r"[^A-Za-z0-9_.+-]+", "+", str(cfg.ensemble.method).strip()).strip("+") or "ensemble"
+    method = str(_setting(cfg, "method", DEFAULT_METHOD)).strip()
+    label = re.sub(r"[^A-Za-z0-9_.+-]+", "+", method).strip("+") or "ensemble"
     return runs_dir() / "ensembles" / experiment / label
 
 
 def stage_argv(cfg: Any, experiment: str, tracking_uri: str | None = None) -> list[str]:
-    """The ``ensemble.optimize`` command line for a search's config."""
-    ens = cfg.ensemble
+    """The ``ensemble.optimize`` command line for a search's config.
+
+    ``ensemble.method`` and ``ensemble.trials`` fall back to :mod:`ensemble._defaults`, the
+    values ``python -m ensemble.optimize`` uses, so the stage and the command agree.
+    """
     argv = [
         "--experiment", experiment,
         "--out", str(stage_out_dir(cfg, experiment)),
-        "--method", str(ens.method),
-        "--metric", str(ens.metric),
-        "--trials", str(int(ens.trials)),
+        "--method", str(_setting(cfg, "method", DEFAULT_METHOD)),
+        "--metric", str(_setting(cfg, "metric", "accuracy")),
+        "--trials", str(int(_setting(cfg, "trials", DEFAULT_TRIALS))),
     ]  # fmt: skip
     if not cfg.mlflow.enabled:
         argv.append("--no-mlflow")

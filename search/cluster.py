@@ -77,12 +77,16 @@ def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
         env = {} if remote_storage(cfg, runs) else {"RUNS_DIR": str(runs)}
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
+        quiet = int(cfg.get("verbose", 1)) < 2
         ray.init(
             address="local",  # a new Ray of its own, even where `ray start` left one running here
             num_cpus=cfg.ray.num_cpus or os.cpu_count(),
             num_gpus=cfg.ray.num_gpus,
             include_dashboard=False,
-            log_to_driver=True,
+            # The live table shows what trials do; their own output (checkpoint notices) and Ray's
+            # start-up warnings come back with verbose=2. Errors still reach the driver as errors.
+            log_to_driver=not quiet,
+            logging_level=logging.ERROR if quiet else logging.INFO,
         )
     try:
         yield dict(ray.cluster_resources())

@@ -310,6 +310,8 @@ def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
             f"oof.epochs={oof.epochs!r}: use best (the search's best epoch per trial) or a number >= 1",
         ),
         (oof.dtype in ("float16", "float32"), f"oof.dtype={oof.dtype!r}: use float16 or float32"),
+        (oof.mode in ("refit", "promote"), f"oof.mode={oof.mode!r}: use refit or promote"),
+        (oof.select in ("score", "gain"), f"oof.select={oof.select!r}: use score or gain"),
         (
             oof.ship_results in ("auto", True, False),
             f"oof.ship_results={oof.ship_results!r}: use auto (when ray.storage is a URI), true or false",
@@ -323,17 +325,10 @@ def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
 
 
 def _validator(name: str) -> Any:
-    """The trainable's own config check: its ``validate_config`` method, else the timm family's."""
+    """The trainable's own config check (every trainable has ``validate_config``)."""
     import trainables
-    from trainables import config as timm_config
 
-    trainable = trainables.create_trainable(name)
-    check = getattr(trainable, "validate_config", None)
-    if check is not None:
-        return check
-    if set(trainable.default_config()) == set(timm_config.BASE_DEFAULTS):
-        return timm_config.validate_config
-    return None
+    return trainables.create_trainable(name).validate_config
 
 
 def _check_trainable_values(cfg: DictConfig, base: dict[str, Any], dims: Mapping[str, Dimension]) -> None:
@@ -386,13 +381,23 @@ def valid_keys(cfg: DictConfig) -> list[str]:
 
 
 def _check_key(base: DictConfig, key: str, value: Any, where: str) -> None:
+    """Raise for a key the config does not have (nearest names first, then its section's keys) or a
+    value of the wrong type."""
     keys = valid_keys(base)
     if key not in keys:
-        close = difflib.get_close_matches(key, keys, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+        # the deepest existing section the key is under: list its keys, not all ~100 of them
+        parts = key.split(".")
+        section = next(
+            (p for p in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)) if p in keys), ""
+        )
+        siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == section]
+        close = [c for c in close if c != section]
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        listing = f"keys of {section}" if section else "top-level keys"
         raise ConfigError(
-            f"{where}: unknown key {key!r}{hint}. Valid keys: {', '.join(keys)}; "
-            "searched keys go under search.<key>"
+            f"{where}: unknown key {key!r}{hint}\n  {listing}: {', '.join(siblings)}\n"
+            "  (searched keys go under search.<key>; python -m search.run --help describes every key)"
         )
     old = OmegaConf.select(base, key)
     if not _compatible(old, value):

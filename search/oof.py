@@ -45,6 +45,7 @@ from search.config import (
     valid_keys,
 )
 from search.failures import install_retry_rule
+from search.leaderboard import STATUS_DONE, TRIAL_DIR_PREFIX
 from search.oof_collect import (
     DataFacts,
     ModelResult,
@@ -55,14 +56,22 @@ from search.oof_collect import (
     model_run_id,
 )
 from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
-from search.oof_select import RefitModel, select_models, trial_configs
+from search.oof_select import (
+    RefitModel,
+    candidates,
+    cap_per_backbone,
+    select_by_gain,
+    select_models,
+    trial_configs,
+)
 from search.preflight import preflight
+from search.progress import LiveReporter, setup_logging
 from search.records import CONFIG_FILE, list_experiments, load_record, search_dir
 
 log = logging.getLogger("search.oof")
 
 # `top_k=5` on the command line means `oof.top_k=5`.
-SHORTHANDS = ("top_k", "max_per_backbone", "epochs", "tta_flip", "dtype", "keep_checkpoints")
+SHORTHANDS = ("mode", "select", "top_k", "max_per_backbone", "epochs", "tta_flip", "dtype", "keep_checkpoints")
 # What a refit may change in the search's saved config: how and where it runs, never the models.
 OVERRIDABLE = (
     "oof",
@@ -179,13 +188,13 @@ def run_oof(
     runs = runs_dir()
     experiment = str(cfg.experiment)
     record = load_record(search_dir(runs, experiment))
-    models = _select(cfg, runs, record.ray_path)
+    models, checkpoints = _select(cfg, runs, record.ray_path)
     if config_overrides:
         models = [replace(m, config={**m.config, **config_overrides}) for m in models]
     facts = data_facts(models)
     name = out_name or experiment
     out_dir = oof_dir(runs, name)
-    jobs = _jobs(cfg, models, facts, out_dir, ship=_ships(cfg, runs))
+    jobs = _jobs(cfg, models, facts, out_dir, ship=_ships(cfg, runs), checkpoints=checkpoints)
     log.info(
         "refitting %d models x %d folds (%d fold fits to run, %d already done) into %s",
         len(models), facts.k, len(jobs), len(models) * facts.k - len(jobs), out_dir,
@@ -311,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "\nKeys: oof.* (or their shorthands " + ", ".join(SHORTHANDS) + "), " + ", ".join(OVERRIDABLE[1:])
         )
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         pairs = parse_overrides(argv)
         experiment = dict(pairs).get("experiment")
@@ -332,22 +341,77 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _select(cfg: DictConfig, runs: Path, ray_path: str) -> list[RefitModel]:
+def _select(cfg: DictConfig, runs: Path, ray_path: str) -> tuple[list[RefitModel], dict[str, str]]:
+    """The models to fit on every fold, and (promotion) the search checkpoint that is each one's fold 0."""
     board_path = search_dir(runs, str(cfg.experiment)) / "leaderboard.csv"
     if not board_path.is_file():
         raise FileNotFoundError(f"{board_path} is missing: the search did not finish; resume it first")
     board = pd.read_csv(board_path, index_col="rank")
-    models = select_models(
-        board,
-        trial_configs(ray_path),
-        trainable=str(cfg.trainable.name),
-        metric=str(cfg.tune.metric),
-        top_k=int(cfg.oof.top_k),
-        max_per_backbone=cfg.oof.max_per_backbone,
-        epochs=cfg.oof.epochs,
-    )
+    configs = trial_configs(ray_path)
+    checkpoints: dict[str, str] = {}
+    if cfg.oof.mode == "promote":
+        models, checkpoints = _promote(cfg, board, configs, ray_path)
+    else:
+        models = select_models(
+            board,
+            configs,
+            trainable=str(cfg.trainable.name),
+            metric=str(cfg.tune.metric),
+            top_k=int(cfg.oof.top_k),
+            max_per_backbone=cfg.oof.max_per_backbone,
+            epochs=cfg.oof.epochs,
+        )
     overrides = {k: cfg.trainable[k] for k in RUNTIME_TRAINABLE_KEYS if k in cfg.trainable}
-    return [replace(m, config={**m.config, **overrides}) for m in models]
+    return [replace(m, config={**m.config, **overrides}) for m in models], checkpoints
+
+
+def _promote(
+    cfg: DictConfig, board: pd.DataFrame, configs: dict[str, dict[str, Any]], ray_path: str
+) -> tuple[list[RefitModel], dict[str, str]]:
+    """Promotion: trials that ran their whole schedule keep their model as fold 0; pick which ones.
+
+    Only finished trials qualify: their last checkpoint is the model the search scored, trained
+    with the schedule the other folds will use. ``oof.select=gain`` ranks them by what each adds
+    to the fold-0 ensemble of those already chosen; ``score`` by their own score.
+    """
+    found = candidates(
+        board, configs, trainable=str(cfg.trainable.name), metric=str(cfg.tune.metric),
+        epochs="full", statuses=(STATUS_DONE,),
+    )  # fmt: skip
+    checkpoints = {m.model_id: c for m in found if int(m.config.get("fold", 0)) == 0
+                   and (c := last_checkpoint(ray_path, m.trial_id))}  # fmt: skip
+    found = [m for m in found if m.model_id in checkpoints]
+    if not found:
+        raise ValueError(
+            "oof.mode=promote needs fold-0 trials that ran their whole schedule and left a checkpoint on "
+            "this machine's disk; this search has none (all stopped early, or Ray's storage is remote): "
+            "use oof.mode=refit"
+        )
+    top_k, cap = int(cfg.oof.top_k), cfg.oof.max_per_backbone
+    if cfg.oof.select == "gain" and len(found) > 1:
+        facts = data_facts(found)
+        rows = np.flatnonzero(facts.folds == 0)
+        probs = {m.model_id: _predict(m, checkpoints[m.model_id], rows, bool(cfg.oof.tta_flip)) for m in found}
+        chosen = select_by_gain(found, probs, facts.targets[rows], top_k=top_k, max_per_backbone=cap)
+    else:
+        chosen = cap_per_backbone(found, cap)[:top_k]
+    log.info("promoting %s (of %d finished trials) to every fold", ", ".join(m.model_id for m in chosen), len(found))
+    return chosen, {m.model_id: checkpoints[m.model_id] for m in chosen}
+
+
+def _predict(model: RefitModel, checkpoint: str, rows: np.ndarray, tta_flip: bool) -> np.ndarray:
+    from trainables import create_trainable
+
+    return create_trainable(model.trainable).predict(None, checkpoint, split="train", rows=rows, tta_flip=tta_flip)
+
+
+def last_checkpoint(ray_path: str, trial_id: str) -> str | None:
+    """The newest checkpoint folder of a search trial, where Ray's storage is a local path."""
+    if "://" in ray_path:
+        return None
+    trial_dir = Path(ray_path) / f"{TRIAL_DIR_PREFIX}{trial_id}"
+    found = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: p.name)
+    return str(found[-1]) if found else None
 
 
 def _ships(cfg: DictConfig, runs: Path) -> bool:
@@ -357,8 +421,14 @@ def _ships(cfg: DictConfig, runs: Path) -> bool:
 
 
 def _jobs(
-    cfg: DictConfig, models: Sequence[RefitModel], facts: DataFacts, out_dir: Path, ship: bool
+    cfg: DictConfig,
+    models: Sequence[RefitModel],
+    facts: DataFacts,
+    out_dir: Path,
+    ship: bool,
+    checkpoints: Mapping[str, str],
 ) -> list[dict[str, Any]]:
+    """One job per (model, missing fold); a promoted model's fold 0 predicts from its search checkpoint."""
     jobs = []
     for model in models:
         model_dir = out_dir / model.model_id
@@ -378,6 +448,7 @@ def _jobs(
                     tta_flip=bool(cfg.oof.tta_flip),
                     keep_checkpoint=bool(cfg.oof.keep_checkpoints),
                     ship=ship,
+                    checkpoint=checkpoints.get(model.model_id) if fold == 0 else None,
                 )
             )
     return jobs
@@ -406,10 +477,13 @@ def _run_folds(
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=int(cfg.max_failures)),
                 callbacks=list(callbacks),
-                progress_reporter=tune.CLIReporter(
-                    parameter_columns={"job/model_id": "model", "job/fold": "fold"},
-                    metric_columns={"epoch": "epoch", "val_acc": "val_acc", "fold_acc": "fold_acc"},
-                    max_report_frequency=30,
+                progress_reporter=LiveReporter(
+                    title=f"OOF refit {experiment}",
+                    paths=[],
+                    metric="val_acc",
+                    mode="max",
+                    max_epochs=max((int(j["config"]["epochs"]) for j in jobs), default=0),
+                    group="job.model_id",
                 ),
                 verbose=int(cfg.verbose),
             ),

@@ -56,10 +56,13 @@ def make_job(
     tta_flip: bool,
     keep_checkpoint: bool = False,
     ship: bool = False,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """The config of one fold trial (JSON-safe: it is Ray's trial config and ``params.json``).
 
     ``ship``: the node running it may not see ``model_dir``; see the module docstring.
+    ``checkpoint``: a model already trained on this fold (the search trial's own, when promoted):
+    the job only predicts from it, it trains nothing.
     """
     model_dir = Path(model_dir).resolve()
     return {
@@ -75,6 +78,7 @@ def make_job(
         "predict_test": bool(predict_test),
         "tta_flip": bool(tta_flip),
         "keep_checkpoint": bool(keep_checkpoint),
+        "checkpoint": checkpoint,
     }
 
 
@@ -127,10 +131,12 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
             "skipped": True,
         }
     work = fold_work_dir(model_dir, fold)
-    session = FoldSession(work, forward)
     trainable = create_trainable(job["trainable"])
-    final = trainable.fit(dict(job["config"]), session)
-    checkpoint = session.latest_checkpoint()
+    checkpoint, final = job.get("checkpoint"), {"trained_by": "search trial"}
+    if checkpoint is None:
+        session = FoldSession(work, forward)
+        final = trainable.fit(dict(job["config"]), session)
+        checkpoint = session.latest_checkpoint()
     if checkpoint is None:
         raise RuntimeError(f"{job['model_id']} fold {fold}: the fit reported no checkpoint to predict from")
     val_rows = np.asarray(job["val_rows"], dtype=np.int64)
@@ -145,11 +151,11 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
         "epochs": int(job["config"]["epochs"]),
         "fold_acc": fold_acc,
         "fit": {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool)) or v is None},
-        "checkpoint": checkpoint if job["keep_checkpoint"] else None,
+        "checkpoint": checkpoint if job["keep_checkpoint"] or job.get("checkpoint") else None,
     }
     save_fold_result(out, val_rows, val_probs, test_probs, summary)
     if not job["keep_checkpoint"]:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # never the search trial's own checkpoint
     return {
         "fold": fold,
         "fold_acc": fold_acc,

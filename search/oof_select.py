@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from search.leaderboard import STATUS_DONE, STATUS_STOPPED
@@ -87,25 +89,44 @@ def select_models(
     Raises:
         ValueError: No trial is usable; the message says what the leaderboard holds.
     """
-    chosen: list[RefitModel] = []
+    found = candidates(leaderboard, configs, trainable=trainable, metric=metric, epochs=epochs)
+    return cap_per_backbone(found, max_per_backbone)[:top_k]
+
+
+def candidates(
+    leaderboard: pd.DataFrame,
+    configs: dict[str, dict[str, Any]],
+    *,
+    trainable: str,
+    metric: str,
+    epochs: int | str = "best",
+    statuses: tuple[str, ...] = _USABLE,
+) -> list[RefitModel]:
+    """Every trial with a usable score and a distinct config, best first.
+
+    Args:
+        statuses: Leaderboard statuses to accept (promotion takes only ``done``: trials that
+            ran their whole schedule, whose last checkpoint is the model the search scored).
+        epochs: ``"best"``, ``"full"`` (the config's own ``epochs``) or a number.
+
+    Raises:
+        ValueError: No trial is usable; the message says what the leaderboard holds.
+    """
+    found: list[RefitModel] = []
     seen: set[str] = set()
-    per_backbone: dict[str, int] = {}
     for _, row in leaderboard.iterrows():
         tid = str(row["trial_id"])
         score = _float(row.get(metric))
-        if row.get("status") not in _USABLE or math.isnan(score) or tid not in configs:
+        if row.get("status") not in statuses or math.isnan(score) or tid not in configs:
             continue
         config = dict(configs[tid])
         key = json.dumps(config, sort_keys=True, default=str)
         if key in seen:
             continue
-        backbone = str(config.get("backbone") or trainable)
-        if max_per_backbone is not None and per_backbone.get(backbone, 0) >= max_per_backbone:
-            continue
         seen.add(key)
-        per_backbone[backbone] = per_backbone.get(backbone, 0) + 1
-        n_epochs = _refit_epochs(row, config, epochs)
-        chosen.append(
+        backbone = str(config.get("backbone") or trainable)
+        n_epochs = int(config.get("epochs", 1)) if epochs == "full" else _refit_epochs(row, config, epochs)
+        found.append(
             RefitModel(
                 model_id=f"{_slug(backbone)}-{tid}",
                 trial_id=tid,
@@ -116,15 +137,81 @@ def select_models(
                 backbone=backbone,
             )
         )
-        if len(chosen) == top_k:
-            break
-    if not chosen:
-        statuses = leaderboard["status"].value_counts().to_dict() if "status" in leaderboard else {}
+    if not found:
+        counts = leaderboard["status"].value_counts().to_dict() if "status" in leaderboard else {}
         raise ValueError(
-            f"no trial of the search can be refit: it needs a trial that finished or was stopped early "
-            f"with a {metric} score; the leaderboard holds {len(leaderboard)} trials ({statuses or 'none'})"
+            f"no trial of the search can be refit: it needs a trial with status {' or '.join(statuses)} "
+            f"and a {metric} score; the leaderboard holds {len(leaderboard)} trials ({counts or 'none'})"
         )
+    return found
+
+
+def cap_per_backbone(models: list[RefitModel], max_per_backbone: int | None) -> list[RefitModel]:
+    """``models`` in order, passing over a backbone once it was taken ``max_per_backbone`` times."""
+    if max_per_backbone is None:
+        return list(models)
+    taken: dict[str, int] = {}
+    out = []
+    for model in models:
+        if taken.get(model.backbone, 0) < max_per_backbone:
+            taken[model.backbone] = taken.get(model.backbone, 0) + 1
+            out.append(model)
+    return out
+
+
+def select_by_gain(
+    models: list[RefitModel],
+    val_probs: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    *,
+    top_k: int,
+    max_per_backbone: int | None = None,
+) -> list[RefitModel]:
+    """Forward selection by what each model adds to the ensemble of those already chosen.
+
+    Starting from the model with the lowest log-loss on the fold-0 validation rows, each step
+    adds the model whose predictions most lower the log-loss of the equal-weight mean of the
+    chosen ones (Caruana's ensemble selection, without repeats), and stops at ``top_k`` or when
+    no model lowers it: a near-copy of a chosen model adds almost nothing, so a weaker but
+    different one is promoted before it, and a model that could only add noise is not refit.
+
+    Args:
+        models: Candidates (each with fold-0 predictions in ``val_probs``).
+        val_probs: Fold-0 validation probabilities per ``model_id``, rows in one order.
+        targets: The labels of those rows.
+        top_k: The most models to promote.
+        max_per_backbone: Diversity cap per backbone; None for none.
+
+    Returns:
+        The promoted models, in the order they were chosen.
+    """
+    pool = [m for m in models if m.model_id in val_probs]
+    chosen: list[RefitModel] = []
+    total: np.ndarray | None = None
+    best_loss = math.inf
+    while pool and len(chosen) < top_k:
+        allowed = cap_per_backbone(chosen + pool, max_per_backbone)[len(chosen) :]
+        scored = [(_log_loss(_mean(total, val_probs[m.model_id], len(chosen)), targets), m) for m in allowed]
+        if not scored:
+            break
+        loss, model = min(scored, key=lambda pair: pair[0])
+        if loss >= best_loss - 1e-9:
+            break
+        best_loss = loss
+        chosen.append(model)
+        pool.remove(model)
+        probs = val_probs[model.model_id].astype(np.float64)
+        total = probs if total is None else total + probs
     return chosen
+
+
+def _mean(total: np.ndarray | None, probs: np.ndarray, n: int) -> np.ndarray:
+    return probs.astype(np.float64) if total is None else (total + probs) / (n + 1)
+
+
+def _log_loss(probs: np.ndarray, targets: np.ndarray) -> float:
+    picked = probs[np.arange(len(targets)), targets]
+    return float(-np.log(np.clip(picked, 1e-12, None)).mean())
 
 
 def _refit_epochs(row: pd.Series, config: dict[str, Any], epochs: int | str) -> int:

@@ -19,7 +19,7 @@ Examples::
 
     python -m search.pseudo                                     # latest search, its latest ensemble, threshold 0.9
     python -m search.pseudo experiment=my-search top_fraction=0.3
-    python -m search.pseudo experiment=my-search ensemble=runs/ensembles/my-search/bayesian threshold=0.8
+    python -m search.pseudo experiment=my-search ensemble=runs/ensembles/my-search/auto threshold=0.8
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from search.config import ConfigError, parse_overrides
 from search.oof import OofOutcome, load_oof_config, oof_dir, print_summary, run_oof
 from search.oof_fold import fold_result_path, read_fold_result
 from search.preflight import preflight
+from search.progress import setup_logging
 
 log = logging.getLogger("search.pseudo")
 
@@ -97,7 +98,7 @@ def find_ensemble(runs: Path, experiment: str, ensemble: str | None = None) -> P
     if not found:
         raise FileNotFoundError(
             f"no ensemble of {experiment} with test probabilities under {runs / 'ensembles' / experiment}; "
-            f"make one with: python -m ensemble.optimize --experiment {experiment} --method bayesian"
+            f"make one with: python -m ensemble.optimize --experiment {experiment}"
         )
     return found[-1].parent
 
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(textwrap.dedent(__doc__ or "").strip())
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         pairs = parse_overrides(argv)
         own = {k: v for k, v in pairs if k in OWN_KEYS}

@@ -13,28 +13,18 @@ from __future__ import annotations
 
 import logging
 import sys
-import textwrap
 from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from common.io import runs_dir
-from search.config import (
-    RESUMABLE_KEYS,
-    ConfigError,
-    base_config,
-    list_spaces,
-    load_config,
-    load_space,
-    parse_overrides,
-    read_config,
-    valid_keys,
-)
+from search.config import RESUMABLE_KEYS, ConfigError, load_config, parse_overrides, read_config
+from search.help import HELP_ARGS, usage
 from search.leaderboard import print_leaderboard
 from search.preflight import Preflight, preflight
+from search.progress import setup_logging
 from search.records import CONFIG_FILE, list_experiments, search_dir
 from search.runner import SearchOutcome, run_search
-from search.space import DISTRIBUTIONS
 from search.stages import run_stages
 
 log = logging.getLogger("search.run")
@@ -50,12 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 1 when every trial failed, 2 on a usage error, 130 when interrupted (Ctrl-C).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help", "help=true") for a in argv):
-        print(usage())
+    if any(a in HELP_ARGS for a in argv):
+        print(usage(argv))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cfg, resume = prepare(argv)
+        setup_logging(int(cfg.verbose))
         checked = preflight(cfg)  # every mistake a user can make, before Ray or MLflow start
         if cfg.get("budget") and not resume:
             size_to_budget(cfg, checked)
@@ -166,34 +157,6 @@ def failure_reason(outcome: SearchOutcome) -> str:
         return "No trial reported; see the errors above."
     shown = "\n".join(errors[:3]) + (f"\n... and {len(errors) - 3} other error(s)" if len(errors) > 3 else "")
     return f"The error{'s' if len(errors) > 1 else ''}:\n{shown}\nThe leaderboard is in {outcome.out_dir}"
-
-
-def usage() -> str:
-    """The ``--help`` text: usage, the spaces, the distributions and every key with its default."""
-    lines = [textwrap.dedent(__doc__ or "").strip(), "", "Spaces (spaces/<name>.yaml):"]
-    for name in list_spaces():
-        try:
-            description = str(load_space(name).get("description", ""))
-        except ConfigError as err:
-            description = f"(unreadable: {err})"
-        lines.append(f"  {name:<14} {description}")
-    lines += ["", "Searched keys (search.<key>={distribution: args}):"]
-    lines += [f"  {name:<12} {meaning}" for name, meaning in DISTRIBUTIONS.items()]
-    lines += ["", "Keys (key=value; defaults from search/defaults.yaml and the trainable):"]
-    try:
-        base = base_config("timm")
-    except ConfigError as err:
-        lines.append(f"  (could not load the defaults: {err})")
-        return "\n".join(lines)
-    for key in valid_keys(base):
-        if key in ("description", "trainable.data"):  # set by each space / from `data`
-            continue
-        value = OmegaConf.select(base, key)
-        if OmegaConf.is_dict(value):
-            continue
-        shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-        lines.append(f"  {key} = {shown!r}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,9 @@ from search.leaderboard import (
     total_epochs,
     trial_histories,
 )
-from search.plots import plot_ablation, plot_curves, plot_params
+from search.plots import write_plots
 from search.preflight import Preflight
+from search.progress import LiveReporter
 from search.records import CONFIG_FILE, SearchRecord, load_record, save_record, search_dir
 from search.space import build_param_space, flatten, get_path
 
@@ -39,8 +41,8 @@ log = logging.getLogger(__name__)
 # Ray warns whenever a trial checkpoints faster than every few seconds (short epochs on tiny
 # models do); the snapshot it warns about is what makes a killed search resumable, so keep it quiet.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-# Ray's classic live table (CLIReporter) shows the searched params and the scores in one compact
-# table; the newer output prints every trial's full 30-key config. RAY_AIR_NEW_OUTPUT=1 restores it.
+# Ray's classic reporter interface is what lets search.progress draw its own table; the newer
+# output ignores progress_reporter and prints every trial's full config.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
@@ -123,6 +125,7 @@ def run_search(
                 cfg, trainable, [*tune_callbacks, *callbacks], concurrent_trials(cfg, resources)
             )
         results = tuner.fit()
+    shutil.rmtree(runs / "progress" / str(cfg.experiment), ignore_errors=True)  # the live table's
     outcome = _summarise(cfg, results, out_dir, record)
     record.status = outcome.status = _search_status(outcome.leaderboard)
     save_record(out_dir, record)
@@ -218,21 +221,14 @@ def _new_tuner(cfg: DictConfig, trainable: Any, callbacks: list[Any], fits: int)
 
 
 def _reporter(cfg: DictConfig, dims: dict[str, Any]) -> Any:
-    """Ray's live trial table: one row per trial with its searched params and latest scores."""
-    import sys
-
-    from ray.tune import CLIReporter
-
-    metric = str(cfg.tune.metric)
-    metrics = {"epoch": "epoch", metric: metric}
-    for extra in ("val_f1", "val_loss", "img_per_s"):
-        metrics.setdefault(extra, extra)
-    return CLIReporter(
-        metric_columns=metrics,
-        parameter_columns={path.replace(".", "/"): path for path in dims},  # Ray flattens with "/"
-        max_report_frequency=10 if sys.stdout.isatty() else 30,
-        sort_by_metric=True,  # metric and mode come from TuneConfig
-        max_progress_rows=30,
+    """One live table (or plain lines into a log) instead of Ray's status dumps."""
+    return LiveReporter(
+        title=f"search {cfg.experiment}",
+        paths=list(dims),
+        metric=str(cfg.tune.metric),
+        mode=str(cfg.tune.mode),
+        max_epochs=max_epochs(cfg),
+        progress_dir=runs_dir() / "progress" / str(cfg.experiment),
     )
 
 
@@ -310,19 +306,8 @@ def _summarise(cfg: DictConfig, results: Any, out_dir: Path, record: SearchRecor
     )
     files = [save_leaderboard(board, out_dir / "leaderboard.csv")]
     title = f"{cfg.space} ({cfg.experiment})"
-    if not board.empty and board[metric].notna().any():
-        if dims and all(d.is_grid for d in dims.values()):
-            base = {p: get_path(trainable_config(cfg), p) for p in dims}
-            files.append(
-                plot_ablation(
-                    board, dims, base, out_dir / "ablation.png", metric=metric, mode=mode, title=title
-                )
-            )
-        else:
-            files.append(
-                plot_params(board, dims, out_dir / "params.png", metric=metric, mode=mode, title=title)
-            )
-        files.append(plot_curves(histories, out_dir / "curves.png", metric=metric, mode=mode, title=title))
+    base = {p: get_path(trainable_config(cfg), p) for p in dims}
+    files += write_plots(board, histories, dims, base, out_dir, metric=metric, mode=mode, title=title)
     return SearchOutcome(
         experiment=str(cfg.experiment),
         leaderboard=board,

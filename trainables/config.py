@@ -10,6 +10,7 @@ instead of silently training the default.
 key                 default                    meaning
 =================== ========================== ===============================================================
 data                ``"synthetic"``            data spec for ``trainables.data.load_dataset`` (use absolute paths under Ray)
+skip_bad            ``False``                  skip rows whose image file is missing or corrupt (listed in a warning) instead of failing
 fold                ``0``                      validation fold; ``-1``/``None`` trains on every row, no validation (refits)
 k                   ``5``                      number of folds
 folds_seed          ``0``                      seed of the fold assignment
@@ -70,7 +71,7 @@ value of the factor. Example, the reference's 11 age bins merged into 3::
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 AUG_DEFAULTS: dict[str, Any] = {
@@ -95,15 +96,15 @@ TARGETS_DEFAULTS: dict[str, Any] = {
 # Keys a factor mapping may hold (see the module docstring).
 FACTOR_KEYS = ("name", "values", "column", "bins", "weight")
 
-BASE_DEFAULTS: dict[str, Any] = {
+# Keys every trainable takes, with the same meaning (the table above); defined once, here.
+COMMON_DEFAULTS: dict[str, Any] = {
     "data": "synthetic",
+    "skip_bad": False,
     "fold": 0,
     "k": 5,
     "folds_seed": 0,
     "group_pattern": None,
     "group_column": None,
-    "backbone": "tf_efficientnet_lite0",
-    "pretrained": True,
     "pretrained_path": None,
     "pseudo_labels": None,
     "image_size": 128,
@@ -117,8 +118,6 @@ BASE_DEFAULTS: dict[str, Any] = {
     "warmup_epochs": 1,
     "step_size": 3,
     "gamma": 0.1,
-    "drop_rate": 0.0,
-    "drop_path_rate": 0.0,
     "label_smoothing": 0.1,
     "seed": 0,
     "num_workers": "auto",
@@ -126,8 +125,21 @@ BASE_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "tta_flip": False,
     "aug": AUG_DEFAULTS,
+}
+
+# The ``timm`` trainable's config: the common keys plus its network's.
+BASE_DEFAULTS: dict[str, Any] = {
+    **COMMON_DEFAULTS,
+    "backbone": "tf_efficientnet_lite0",
+    "pretrained": True,
+    "drop_rate": 0.0,
+    "drop_path_rate": 0.0,
     "targets": TARGETS_DEFAULTS,
 }
+
+# Keys newer than the checkpoint format, saved only when set (:func:`saved_config`): a checkpoint's
+# config then reads as before, for older code.
+SAVED_IF_SET = ("group_column", "targets", "pseudo_labels", "skip_bad")
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "optimizer": ("adamw", "sgd"),
@@ -176,6 +188,9 @@ def merge_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | Non
 def validate_config(config: Mapping[str, Any]) -> None:
     """Check the values of a complete config, naming the key and the allowed values on error.
 
+    Checks the :data:`COMMON_DEFAULTS` keys, and the ``timm`` keys (``drop_rate``,
+    ``drop_path_rate``, ``targets``) where the config has them; a trainable checks its own.
+
     Args:
         config: A config returned by :func:`merge_config`.
 
@@ -198,8 +213,10 @@ def validate_config(config: Mapping[str, Any]) -> None:
     nw = config["num_workers"]
     if nw != "auto" and not (isinstance(nw, int) and nw >= 0):
         raise ValueError(f"config num_workers={nw!r} must be 'auto' or an integer >= 0")
+    if not isinstance(config["skip_bad"], bool):
+        raise ValueError(f"config skip_bad={config['skip_bad']!r} must be true or false")
     for key in ("drop_rate", "drop_path_rate", "label_smoothing"):
-        if not 0.0 <= float(config[key]) < 1.0:
+        if key in config and not 0.0 <= float(config[key]) < 1.0:
             raise ValueError(f"config {key}={config[key]!r} must be in [0, 1)")
     aug = config["aug"]
     for key in ("cutmix", "mixup"):
@@ -248,41 +265,44 @@ def validate_targets(targets: Mapping[str, Any]) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"config targets.factors: factor names must be unique, got {names}")
     for entry in factors:
-        if isinstance(entry, str):
-            entry = {"name": entry}
-        name = entry["name"]
-        values = entry.get("values")
-        if values is not None and (
-            isinstance(values, (str, Mapping))
-            or len(values) < 2
-            or len({str(v) for v in values}) != len(values)
-        ):
+        _validate_factor(entry, sep)
+
+
+def _validate_factor(entry: Any, sep: str | None) -> None:
+    """Check one ``targets.factors`` entry (its name already checked by :func:`factor_name`)."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    name = entry["name"]
+    values = entry.get("values")
+    if values is not None and (
+        isinstance(values, (str, Mapping)) or len(values) < 2 or len({str(v) for v in values}) != len(values)
+    ):
+        raise ValueError(
+            f"config targets.factors {name!r}: values={values!r} must list 2 or more distinct values"
+        )
+    if sep is None and values is None:
+        raise ValueError(
+            f"config targets.factors {name!r}: with targets.sep=null the classes are numbered by the "
+            "factors' values, so every factor needs its values list"
+        )
+    column = entry.get("column")
+    if column is not None and not (isinstance(column, str) and column):
+        raise ValueError(
+            f"config targets.factors {name!r}: column={column!r} must be a train.csv column name"
+        )
+    bins = entry.get("bins")
+    if bins is not None:
+        if column is None:
+            raise ValueError(f"config targets.factors {name!r}: bins need a column of numbers to cut")
+        ok = isinstance(bins, (list, tuple)) and len(bins) >= 1
+        ok = ok and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bins)
+        if not ok or any(b >= c for b, c in zip(bins, bins[1:], strict=False)):
             raise ValueError(
-                f"config targets.factors {name!r}: values={values!r} must list 2 or more distinct values"
+                f"config targets.factors {name!r}: bins={bins!r} must be increasing cut points, e.g. [30, 60]"
             )
-        if sep is None and values is None:
-            raise ValueError(
-                f"config targets.factors {name!r}: with targets.sep=null the classes are numbered by the "
-                "factors' values, so every factor needs its values list"
-            )
-        column = entry.get("column")
-        if column is not None and not (isinstance(column, str) and column):
-            raise ValueError(
-                f"config targets.factors {name!r}: column={column!r} must be a train.csv column name"
-            )
-        bins = entry.get("bins")
-        if bins is not None:
-            if column is None:
-                raise ValueError(f"config targets.factors {name!r}: bins need a column of numbers to cut")
-            ok = isinstance(bins, (list, tuple)) and len(bins) >= 1
-            ok = ok and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bins)
-            if not ok or any(b >= c for b, c in zip(bins, bins[1:], strict=False)):
-                raise ValueError(
-                    f"config targets.factors {name!r}: bins={bins!r} must be increasing cut points, e.g. [30, 60]"
-                )
-        weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            raise ValueError(f"config targets.factors {name!r}: weight={weight!r} must be a number > 0")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        raise ValueError(f"config targets.factors {name!r}: weight={weight!r} must be a number > 0")
 
 
 def factor_name(entry: Any) -> str:
@@ -317,12 +337,17 @@ def factor_heads(config: Mapping[str, Any]) -> bool:
     return uses_factors(config) and config["targets"].get("heads", "factors") == "factors"
 
 
-def resolve_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+def resolve_config(
+    defaults: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None,
+    validate: Callable[[Mapping[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Merge overrides into the defaults and validate the result (see the module table).
 
     Args:
         defaults: The trainable's defaults.
         overrides: The user's keys (nested or dotted).
+        validate: The trainable's check of a complete config; default :func:`validate_config`.
 
     Returns:
         The complete, validated config.
@@ -331,8 +356,13 @@ def resolve_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | N
     if isinstance(config.get("targets"), dict) and config["targets"].get("factors") is not None:
         # Plain lists and dicts, as a checkpoint's JSON gives them back: a resume compares configs.
         config["targets"]["factors"] = _plain(config["targets"]["factors"])
-    validate_config(config)
+    (validate or validate_config)(config)
     return config
+
+
+def saved_config(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as a checkpoint stores it: :data:`SAVED_IF_SET` keys only when not at their default."""
+    return {k: v for k, v in config.items() if k not in SAVED_IF_SET or v != defaults.get(k)}
 
 
 def train_on_all(config: Mapping[str, Any]) -> bool:

@@ -1,29 +1,31 @@
-"""One epoch of training and one pass of evaluation, device- and precision-aware, no Ray, no data layer."""
+"""One epoch of optimisation and one pass of evaluation, device- and precision-aware, no Ray, no data layer."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
-from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from trainables.augment import FactorMixup
 from trainables.loader import to_device
 from trainables.optim import LRSchedule
 from trainables.runtime import Runtime
 
 if TYPE_CHECKING:
     from trainables.factors import Factorisation
+
+LossFn = Callable[[Any, Any], torch.Tensor]
 
 
 @dataclass
@@ -46,67 +48,67 @@ class Batcher:
         return torch.autocast(device_type=self.runtime.device.type, dtype=self.runtime.amp_dtype)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    optimizer: Optimizer,
-    scheduler: LRSchedule | None,
-    scaler: torch.amp.GradScaler,
+def device_batches(
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     batcher: Batcher,
-    num_classes: int,
-    label_smoothing: float,
-    mixer: Mixup | None,
-    num_updates: int,
-    factors: Factorisation | None = None,
-) -> dict[str, float]:
-    """Train over ``loader`` once.
+    mixer: Mixup | None = None,
+    num_classes: int = 0,
+    label_smoothing: float = 0.0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Loader batches as normalised device images and labels (soft targets when a mixer mixes them).
 
-    Hard targets use cross-entropy with label smoothing; with a mixer, targets are soft (mixed
-    and smoothed by timm ``Mixup``) and the loss is ``SoftTargetCrossEntropy``. An odd-sized
-    batch cannot be mixed pairwise; it trains unmixed on smoothed soft targets. With
-    ``factors`` the labels are ``(B, heads)`` and the loss is the weighted sum of the heads'
-    losses (:meth:`Factorisation.loss`); the mixer must then be a ``FactorMixup``.
-
-    Args:
-        model: The model, already on the device.
-        loader: Training batches of uint8 images and int labels.
-        optimizer: Its optimizer.
-        scheduler: Stepped per update (``step_update``); epoch steps are the caller's.
-        scaler: GradScaler (disabled unless fp16).
-        batcher: Device transfer and autocast.
-        num_classes: Classes of the head.
-        label_smoothing: Smoothing of hard targets.
-        mixer: CutMix/MixUp, or None.
-        num_updates: Optimizer updates done before this epoch.
-        factors: Multi-task heads, or None for one softmax over ``num_classes``.
-
-    Returns:
-        ``train_loss`` (mean per image), ``lr`` (of the last update), ``img_per_s``, ``num_updates``.
+    An odd-sized batch cannot be mixed pairwise; with a mixer it gets smoothed soft targets, so
+    every batch of an epoch has targets of one kind (a :class:`FactorMixup`'s per-head ones).
     """
-    model.train()
-    hard_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    soft_loss = SoftTargetCrossEntropy()
     device = batcher.runtime.device
-    total = torch.zeros((), device=device)
-    seen = 0
-    start = time.perf_counter()
     for images, labels in loader:
         x = batcher.images(images)
         y = labels.to(device, non_blocking=batcher.runtime.pin_memory)
         if mixer is not None and len(x) % 2 == 0:
-            x, target = mixer(x, y)
-        elif mixer is not None and factors is not None:
-            target = mixer.targets(y)
+            x, y = mixer(x, y)
+        elif isinstance(mixer, FactorMixup):
+            y = mixer.targets(y)
         elif mixer is not None:
-            target = mixup_target(y, num_classes, lam=1.0, smoothing=label_smoothing)
-        else:
-            target = y
+            y = mixup_target(y, num_classes, lam=1.0, smoothing=label_smoothing)
+        yield x, y
+
+
+def run_epoch(
+    batches: Iterable[tuple[Any, Any]],
+    loss_fn: LossFn,
+    optimizer: Optimizer,
+    scheduler: LRSchedule | None,
+    scaler: torch.amp.GradScaler,
+    batcher: Batcher,
+    num_updates: int,
+    on_update: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """One pass of optimisation over ``batches`` (the caller puts the model in train mode).
+
+    Args:
+        batches: ``(inputs, targets)`` already on the device.
+        loss_fn: ``(inputs, targets) -> scalar loss``, run under the batcher's autocast.
+        optimizer: The trial's optimizer.
+        scheduler: Stepped after every update (None: a constant lr).
+        scaler: GradScaler (enabled for fp16 only).
+        batcher: Device and autocast.
+        num_updates: Updates before this epoch.
+        on_update: Called with the number of updates done in this epoch after each one (progress).
+
+    Returns:
+        ``train_loss`` (mean per sample), ``lr``, ``img_per_s`` (samples per second, loading
+        included), ``num_updates``.
+
+    Raises:
+        FloatingPointError: The loss diverged; the message suggests a lower lr.
+    """
+    device = batcher.runtime.device
+    total = torch.zeros((), device=device)
+    seen, first = 0, num_updates
+    start = time.perf_counter()
+    for x, y in batches:
         with batcher.autocast():
-            logits = model(x)
-        if factors is not None:
-            loss = factors.loss(logits, target, label_smoothing)
-        else:
-            loss = (soft_loss if target.dtype.is_floating_point else hard_loss)(logits.float(), target)
+            loss = loss_fn(x, y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -114,22 +116,32 @@ def train_one_epoch(
         num_updates += 1
         if scheduler is not None:
             scheduler.step_update(num_updates=num_updates)
-        total += loss.detach() * len(x)
+        total += loss.detach().float() * len(x)
         seen += len(x)
+        if on_update is not None:
+            on_update(num_updates - first)
     if batcher.runtime.cuda:
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     train_loss = float(total.item()) / max(seen, 1)
-    if not math.isfinite(train_loss):
+    if seen and not math.isfinite(train_loss):
         raise FloatingPointError(
             f"training loss is {train_loss}; lower lr (now {optimizer.param_groups[0]['lr']:.3g})"
         )
     return {
-        "train_loss": train_loss,
+        "train_loss": train_loss if seen else float("nan"),
         "lr": float(optimizer.param_groups[0]["lr"]),
-        "img_per_s": seen / elapsed if elapsed > 0 else float("nan"),
+        "img_per_s": seen / elapsed if elapsed > 0 and seen else float("nan"),
         "num_updates": num_updates,
     }
+
+
+def soft_or_hard_ce(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy against class indices (label-smoothed) or against soft targets (already smoothed)."""
+    logits = logits.float()
+    if target.dtype.is_floating_point:
+        return torch.sum(-target * logits.log_softmax(dim=-1), dim=-1).mean()
+    return nn.functional.cross_entropy(logits, target, label_smoothing=label_smoothing)
 
 
 @torch.inference_mode()

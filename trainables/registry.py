@@ -1,13 +1,16 @@
 """Trainable registry: ``@register_trainable(name)`` on a class, ``create_trainable(name)`` to build one.
 
-A trainable is an object with ``default_config()``, ``fit(config, session) -> dict`` and
+A trainable is an object with ``default_config()``, ``validate_config(config)``,
+``resolve(overrides)``, ``fit(config, session) -> dict`` and
 ``predict(config, checkpoint, split, rows, tta_flip) -> np.ndarray``; see :class:`Trainable`.
+The built-in ones derive from :class:`trainables.base.TrainableBase`, which implements it around
+the one training driver (:mod:`trainables.driver`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -22,6 +25,14 @@ class Trainable(Protocol):
 
     def default_config(self) -> dict[str, Any]:
         """Every key this trainable accepts, with its default value."""
+        ...
+
+    def validate_config(self, config: Mapping[str, Any]) -> None:
+        """Check a complete config's values; raise ``ValueError`` naming the key and what is allowed."""
+        ...
+
+    def resolve(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The defaults with ``overrides`` applied (nested or dotted keys), validated."""
         ...
 
     def fit(self, config: dict[str, Any], session: Session) -> dict[str, Any]:

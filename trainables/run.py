@@ -46,14 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from trainables.config import resolve_config
     from trainables.registry import create_trainable
     from trainables.session import InlineSession
 
     try:
         trainable = create_trainable(args.trainable)
         overrides = parse_overrides(args.overrides)
-        config = resolve_config(trainable.default_config(), overrides)
+        config = trainable.resolve(overrides)
     except ValueError as err:
         parser.error(str(err))
     if args.show_config:

@@ -7,16 +7,18 @@ directory handed to ``report``: it may move it or delete it once it has what it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
-from common.io import atomic_write_json
+from common.io import atomic_write_json, runs_dir
 
 CHECKPOINT_PREFIX = "checkpoint_"
 _TABLE_KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr", "img_per_s")
@@ -113,6 +115,8 @@ class RaySession:
     def __init__(self) -> None:
         import ray.tune  # noqa: F401  (fail here, clearly, where Ray is not installed)
 
+        self._shown = 0.0
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         """Report to Ray Tune, with the checkpoint if given."""
         import ray.tune
@@ -121,6 +125,18 @@ class RaySession:
         ray.tune.report(_plain(metrics), checkpoint=checkpoint)
         if checkpoint_dir:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    def progress(self, epoch: int, done: int, total: int) -> None:
+        """Record how far the epoch is, at most once a second, for the driver's live table."""
+        now = time.monotonic()
+        if done < total and now - self._shown < 1.0:
+            return
+        self._shown = now
+        import ray.tune
+
+        context = ray.tune.get_context()
+        path = progress_path(context.get_experiment_name(), context.get_trial_id())
+        write_progress(path, epoch, done, total)
 
     def latest_checkpoint(self) -> str | None:
         """A local directory holding the trial's latest checkpoint, or None."""
@@ -133,6 +149,18 @@ class RaySession:
         if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
             return checkpoint.path
         return checkpoint.to_directory()  # remote storage: download to a local temp dir
+
+
+def progress_path(experiment: str, trial_id: str) -> Path:
+    """Where a Ray trial records its progress inside the current epoch (read by ``search.progress``)."""
+    return runs_dir() / "progress" / experiment / f"{trial_id}.json"
+
+
+def write_progress(path: Path, epoch: int, done: int, total: int) -> None:
+    """A plain overwrite (a torn read costs the reader one frame of its progress bar)."""
+    with contextlib.suppress(OSError):  # progress is a nicety; it never fails a trial
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"epoch": epoch, "batch": done, "batches": total, "time": time.time()}))
 
 
 def _newest_checkpoint(out_dir: Path) -> Path | None:

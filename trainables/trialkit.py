@@ -1,41 +1,33 @@
-"""Shared scaffolding of the trainables (timm, CLIP, DINO): a trial's data, loaders, checkpoints, checks.
+"""Data side of every trainable (timm, CLIP, DINO): a trial's rows, images and loaders, and predict's checks.
 
 One contract for all of them: rows from the folds table (:func:`trainables.split.trial_rows`,
 plus any pseudo-labels), the decoded memmap cache through :class:`trainables.loader.CachedImages`,
-one checkpoint per epoch with ``meta.json`` holding the resolved config, classes, data fingerprint
-and folds hash, and the same resume and predict checks. What differs per trainable (the model,
-its loss, what is frozen, the timm trainable's mixing and factor heads) stays in its module.
+and the same predict checks. The training loop is :mod:`trainables.driver`'s.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from timm.data.mixup import mixup_target
 from torch import nn
-from torch.optim import Optimizer
 
 from trainables.augment import SampleTransform
-from trainables.checkpoint import new_checkpoint_dir, save_checkpoint
 from trainables.config import merge_config
-from trainables.engine import Batcher
+from trainables.engine import Batcher, predict_proba
 from trainables.loader import CachedImages, EpochSampler, StackedImages, make_loader
-from trainables.optim import LRSchedule
 from trainables.runtime import Runtime
-from trainables.session import Session
 from trainables.split import TrialRows, trial_rows, with_pseudo_labels
+
+if TYPE_CHECKING:
+    from trainables.factors import Factorisation
 
 # Keys that may differ between the run that wrote a checkpoint and one resuming or predicting from it.
 RUNTIME_KEYS = ("data", "batch_size", "num_workers", "amp", "device", "tta_flip")
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -71,7 +63,7 @@ def load_trial_data(cfg: Mapping[str, Any]) -> TrialData:
     """Load the dataset, its folds, this fold's rows (plus any pseudo-labels) and the decoded images."""
     from trainables.data import decoded_images, folds_for, load_dataset
 
-    ds = load_dataset(cfg["data"])
+    ds = load_dataset(cfg["data"], skip_bad=bool(cfg["skip_bad"]))
     folds = folds_for(
         ds,
         k=int(cfg["k"]),
@@ -125,7 +117,7 @@ def split_images(
     """
     from trainables.data import decoded_images, load_dataset
 
-    ds = load_dataset(cfg["data"])
+    ds = load_dataset(cfg["data"], skip_bad=bool(cfg["skip_bad"]))
     if list(ds.classes) != list(classes):
         raise ValueError(
             f"dataset {cfg['data']!r} has {len(ds.classes)} classes, not the {len(classes)} "
@@ -138,153 +130,24 @@ def split_images(
     return ds, images, positions
 
 
-def device_batches(
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    batcher: Batcher,
-    mixer: Any | None = None,
-    num_classes: int = 0,
-    label_smoothing: float = 0.0,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Loader batches as normalised device images and labels (soft targets when a mixer mixes them).
-
-    An odd-sized batch cannot be mixed pairwise; with a mixer it gets smoothed soft targets, so
-    every batch of an epoch has targets of one kind.
-    """
-    device = batcher.runtime.device
-    for images, labels in loader:
-        x = batcher.images(images)
-        y = labels.to(device, non_blocking=batcher.runtime.pin_memory)
-        if mixer is not None and len(x) % 2 == 0:
-            x, y = mixer(x, y)
-        elif mixer is not None:
-            y = mixup_target(y, num_classes, lam=1.0, smoothing=label_smoothing)
-        yield x, y
-
-
-def fit_epoch(
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    loss_fn: LossFn,
-    optimizer: Optimizer,
-    scheduler: LRSchedule,
-    scaler: torch.amp.GradScaler,
-    batcher: Batcher,
-    num_updates: int,
-) -> dict[str, float]:
-    """One pass of optimisation over ``batches`` (the caller puts the model in train/eval modes).
-
-    Args:
-        batches: ``(inputs, targets)`` already on the device.
-        loss_fn: ``(inputs, targets) -> scalar loss``, run under the batcher's autocast.
-        optimizer: The trial's optimizer.
-        scheduler: Stepped after every update.
-        scaler: GradScaler (enabled for fp16 only).
-        batcher: Device and autocast.
-        num_updates: Updates before this epoch.
-
-    Returns:
-        ``train_loss`` (mean per sample), ``lr``, ``img_per_s`` (samples per second, loading
-        included), ``num_updates``.
-
-    Raises:
-        FloatingPointError: The loss diverged; the message suggests a lower lr.
-    """
-    device = batcher.runtime.device
-    total = torch.zeros((), device=device)
-    seen = 0
-    start = time.perf_counter()
-    for x, y in batches:
-        with batcher.autocast():
-            loss = loss_fn(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        num_updates += 1
-        scheduler.step_update(num_updates=num_updates)
-        total += loss.detach().float() * len(x)
-        seen += len(x)
-    if batcher.runtime.cuda:
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    train_loss = float(total.item()) / max(seen, 1)
-    if seen and not math.isfinite(train_loss):
-        raise FloatingPointError(
-            f"training loss is {train_loss}; lower lr (now {optimizer.param_groups[0]['lr']:.3g})"
-        )
-    return {
-        "train_loss": train_loss if seen else float("nan"),
-        "lr": float(optimizer.param_groups[0]["lr"]),
-        "img_per_s": seen / elapsed if elapsed > 0 and seen else float("nan"),
-        "num_updates": num_updates,
-    }
-
-
-def soft_or_hard_ce(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Cross-entropy against class indices (label-smoothed) or against soft targets (already smoothed)."""
-    logits = logits.float()
-    if target.dtype.is_floating_point:
-        return torch.sum(-target * logits.log_softmax(dim=-1), dim=-1).mean()
-    return nn.functional.cross_entropy(logits, target, label_smoothing=label_smoothing)
-
-
-def train_state(
-    epoch: int,
-    num_updates: int,
-    optimizer: Optimizer,
-    scheduler: LRSchedule,
-    scaler: torch.amp.GradScaler,
-    sampler_state: dict[str, int] | None,
-    rng: dict[str, Any],
-) -> dict[str, Any]:
-    """What ``train_state.pt`` holds (the layout of ``trainables.checkpoint``)."""
-    return {
-        "epoch": epoch,
-        "num_updates": num_updates,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "sampler": sampler_state or {},
-        "rng": rng,
-    }
-
-
-def report_epoch(
-    session: Session, model: nn.Module, state: dict[str, Any], meta: dict[str, Any], metrics: dict[str, Any]
-) -> None:
-    """Write a checkpoint for this epoch and report it with the metrics."""
-    ckpt = new_checkpoint_dir(getattr(session, "scratch_dir", None))
-    save_checkpoint(ckpt, model, state, meta)
-    session.report(metrics, checkpoint_dir=str(ckpt))
-
-
-def check_resumable(
-    meta: Mapping[str, Any],
+def image_predictions(
+    model: nn.Module,
+    images: np.ndarray,
+    positions: np.ndarray,
     cfg: Mapping[str, Any],
-    fingerprint: str,
-    folds_hash: str,
-    defaults: Mapping[str, Any],
-) -> None:
-    """Refuse to resume a checkpoint of another config, dataset or fold split.
-
-    Runtime keys (:data:`RUNTIME_KEYS`) and ``epochs`` may change. A key newer than the
-    checkpoint (absent from its config) had its value in ``defaults`` there.
-
-    Raises:
-        ValueError: What differs, and what to do.
-    """
-    saved = meta.get("config", {})
-    old = {k: saved[k] if k in saved else defaults.get(k) for k in cfg}
-    changed = sorted(k for k in cfg if k not in RUNTIME_KEYS and k != "epochs" and old[k] != cfg[k])
-    if changed:
-        raise ValueError(
-            f"cannot resume: the checkpoint was trained with other values of {changed} "
-            f"(e.g. {changed[0]}={old[changed[0]]!r}, now {cfg[changed[0]]!r}); use a new output directory"
-        )
-    for key, now in (("data_fingerprint", fingerprint), ("folds_hash", folds_hash)):
-        if meta.get(key) and meta[key] != now:
-            raise ValueError(
-                f"cannot resume: the checkpoint's {key} {meta[key]} differs from this run's {now}"
-            )
+    batcher: Batcher,
+    tta_flip: bool,
+    factors: Factorisation | None = None,
+) -> np.ndarray:
+    """Class probabilities of ``images[positions]``, unaugmented, in ``positions`` order (``predict``'s pass)."""
+    dataset = CachedImages(
+        images,
+        positions,
+        np.full(len(positions), -1),
+        SampleTransform(cfg["aug"], int(cfg["image_size"]), train=False),
+    )
+    loader = make_loader(dataset, 2 * int(cfg["batch_size"]), batcher.runtime)
+    return predict_proba(model, loader, batcher, tta_flip=tta_flip, factors=factors)
 
 
 def predict_config(
@@ -312,53 +175,6 @@ def predict_config(
         if mine != theirs:
             raise ValueError(f"config {key}={mine!r} but the checkpoint was trained with {theirs!r}")
     return {**base, **{k: asked[k] for k in RUNTIME_KEYS}}
-
-
-def final_metrics(history: list[dict[str, Any]], n_train: int, n_dropped: int) -> dict[str, Any]:
-    """The last epoch's metrics plus ``best_val_acc``, ``best_epoch``, ``n_train``, ``n_dropped``."""
-    if not history:
-        return {"epoch": 0, "n_train": n_train, "n_dropped": n_dropped}
-    accs = [h["val_acc"] for h in history]
-    best = int(np.nanargmax(accs)) if not np.all(np.isnan(accs)) else len(history) - 1
-    return {
-        **history[-1],
-        "best_val_acc": float(accs[best]),
-        "best_epoch": int(history[best]["epoch"]),
-        "n_train": n_train,
-        "n_dropped": n_dropped,
-    }
-
-
-def make_group_optimizer(cfg: Mapping[str, Any], parts: Sequence[tuple[nn.Module, float]]) -> Optimizer:
-    """AdamW or SGD over several modules, each at ``lr * scale``; 1-d parameters (norms, biases) get no decay.
-
-    Args:
-        cfg: Resolved config (``optimizer``, ``lr``, ``weight_decay``, ``momentum``).
-        parts: ``(module, lr_scale)``; frozen parameters (``requires_grad=False``) are left out.
-
-    Raises:
-        ValueError: Nothing to train.
-    """
-    from timm.optim import create_optimizer_v2, param_groups_weight_decay
-
-    lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
-
-    def groups(_: nn.Module) -> list[dict[str, Any]]:
-        out = []
-        for module, scale in parts:
-            skip = getattr(module, "no_weight_decay", lambda: set())()
-            for group in param_groups_weight_decay(module, wd, no_weight_decay_list=skip):
-                if group["params"]:
-                    out.append({**group, "lr": lr * scale})
-        if not out:
-            raise ValueError("nothing to train: every parameter is frozen")
-        return out
-
-    kwargs: dict[str, Any] = {"momentum": float(cfg["momentum"])} if cfg["optimizer"] == "sgd" else {}
-    holder = nn.ModuleList([m for m, _ in parts])
-    return create_optimizer_v2(
-        holder, opt=cfg["optimizer"], lr=lr, weight_decay=wd, param_group_fn=groups, **kwargs
-    )
 
 
 def predict_elsewhere(

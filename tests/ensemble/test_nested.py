@@ -84,7 +84,9 @@ def test_a_memorising_method_gains_nothing_out_of_sample(digits_stack: tuple) ->
 def test_overfitting_stacking_is_exposed(digits_stack: tuple) -> None:
     """A fully grown random forest on the OOF probabilities memorises; nested CV says so."""
     stack, y, folds = digits_stack
-    rf = create_method("stacking", meta="rf", n_estimators=100, max_depth=None, inner_cv=False)
+    rf = create_method(
+        "stacking", meta="rf", features="probs", n_estimators=100, max_depth=None, inner_cv=False
+    )
     result = evaluate_method(rf, stack, y, folds, "accuracy")
     assert result.in_sample > 0.99
     assert result.nested_mean < result.in_sample - 0.01

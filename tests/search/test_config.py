@@ -128,18 +128,14 @@ def test_bad_input_fails_with_what_to_do(overrides: list[str], expected: str) ->
     assert expected in str(info.value)
 
 
-def test_unknown_key_lists_the_valid_keys() -> None:
+def test_unknown_key_lists_the_valid_keys_of_its_section() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(["trainable.lrr=1"])
     message = str(info.value)
-    for key in (
-        "trainable.lr",
-        "trainable.aug.cutmix",
-        "tune.num_samples",
-        "scheduler.grace_period",
-        "ray.address",
-    ):
+    assert "did you mean trainable.lr" in message
+    for key in ("backbone", "weight_decay", "aug"):  # the keys of trainable, not of every section
         assert key in message
+    assert "tune.num_samples" not in message and "ray.address" not in message
 
 
 def test_points_to_evaluate_are_completed_from_the_base_config() -> None:

@@ -14,7 +14,7 @@ import torch
 from tests.trainables.conftest import TINY_CLASSES, TINY_TEST_ROWS
 from trainables import create_trainable
 from trainables.checkpoint import load_model_state, read_meta
-from trainables.clip import ClipClassifier, create_clip, load_clip_file, prompt_tokens
+from trainables.clip_model import ClipClassifier, create_clip, load_clip_file, prompt_tokens
 from trainables.prompts import IMAGENET_TEMPLATES, class_text, prompt_templates
 from trainables.session import InlineSession
 

@@ -9,7 +9,8 @@ import pytest
 
 from tests.trainables.conftest import tiny_config
 from trainables import create_trainable, default_config, list_trainables
-from trainables.config import resolve_config
+from trainables.config import COMMON_DEFAULTS, resolve_config
+from trainables.registry import Trainable
 from trainables.run import main, parse_overrides
 
 
@@ -23,10 +24,11 @@ def test_unknown_trainable_lists_the_valid_names() -> None:
 def test_default_config_is_complete_and_resolves(name: str) -> None:
     cfg = default_config(name)
     trainable = create_trainable(name)
-    if hasattr(trainable, "validate_config"):  # its own keys (clip has no drop_rate, say)
-        trainable.validate_config(cfg)
-    else:
-        assert resolve_config(cfg, {}) == cfg
+    assert isinstance(trainable, Trainable)  # default_config, validate_config, resolve, fit, predict
+    trainable.validate_config(cfg)
+    assert trainable.resolve({}) == cfg
+    # the keys every trainable shares are defined once and mean the same everywhere
+    assert set(COMMON_DEFAULTS) <= set(cfg)
     # the fold keys every trainable shares, so the OOF stage and person groups work for all of them
     for key in ("data", "fold", "k", "folds_seed", "group_pattern", "group_column"):
         assert key in cfg, key
@@ -67,6 +69,7 @@ def test_dotted_and_nested_aug_keys_merge() -> None:
         ({"aug.cutmix": 1.5}, "probability"),
         ({"num_workers": "many"}, "num_workers"),
         ({"amp": "fp8"}, "amp"),
+        ({"skip_bad": "yes"}, "skip_bad"),
     ],
 )
 def test_bad_values_name_the_key(override: dict, match: str) -> None:
@@ -101,6 +104,11 @@ def test_cli_show_config_and_bad_key(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["lrr=1"])
     assert "unknown config key" in capsys.readouterr().err
+    assert main(["--show-config", "skip_bad=true"]) == 0
+    assert json.loads(capsys.readouterr().out)["skip_bad"] is True
+    with pytest.raises(SystemExit):
+        main(["skip_bad=maybe"])
+    assert "skip_bad='maybe' must be true or false" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from tests.trainables.conftest import TINY_CLASSES, TINY_TEST_ROWS
 from trainables import create_trainable
 from trainables.checkpoint import load_model_state, read_meta
 from trainables.data import folds_for, load_dataset
-from trainables.dino import _build_model, load_backbone_file
+from trainables.dino_model import build_dino_model, load_backbone_file
 from trainables.features import feature_stats
 from trainables.session import InlineSession
 
@@ -118,7 +118,7 @@ def test_cached_predictions_equal_running_the_backbone(
     cached = create_trainable("dino").predict(None, ckpt, split="test")
 
     meta = read_meta(ckpt)
-    model = _build_model(meta["config"], TINY_CLASSES, load_pretrained=False)
+    model = build_dino_model(meta["config"], TINY_CLASSES, load_pretrained=False)
     model.load_state_dict(load_model_state(ckpt))
     images = decoded_images(load_dataset(str(tiny_data)), "test", size=32)
     runtime = resolve_runtime(meta["config"])
@@ -149,7 +149,7 @@ def test_partial_finetune_trains_only_the_last_blocks(tiny_data: Path, tmp_path:
     _, session = _fit(config, tmp_path / "ft")
     trained = load_model_state(session.latest_checkpoint())
     torch.manual_seed(0)
-    initial = _build_model(
+    initial = build_dino_model(
         create_trainable("dino").resolve(config), TINY_CLASSES, load_pretrained=True
     ).state_dict()
     for key, value in initial.items():
@@ -173,7 +173,7 @@ def test_augmented_and_full_finetune_trials_run_the_backbone(tiny_data: Path, tm
     full, session = _fit(dino_config(tiny_data, epochs=1, finetune_blocks=99), tmp_path / "full")
     state = load_model_state(session.latest_checkpoint())
     torch.manual_seed(0)
-    fresh = _build_model(
+    fresh = build_dino_model(
         create_trainable("dino").resolve(dino_config(tiny_data)), TINY_CLASSES, load_pretrained=False
     )
     key = "backbone.patch_embed.proj.weight"
@@ -202,7 +202,7 @@ def test_local_weights_load_exactly(tiny_data: Path, tmp_path: Path) -> None:
     config = create_trainable("dino").resolve(
         dino_config(tiny_data, pretrained_path=str(tmp_path / "vit.pth"))
     )
-    model = _build_model(config, TINY_CLASSES, load_pretrained=True)
+    model = build_dino_model(config, TINY_CLASSES, load_pretrained=True)
     loaded = model.backbone.state_dict()
     expected = {k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
     assert set(loaded) == set(expected)
@@ -212,7 +212,7 @@ def test_local_weights_load_exactly(tiny_data: Path, tmp_path: Path) -> None:
     _, session = _fit(dino_config(tiny_data, epochs=1), tmp_path / "src")
     trained = load_model_state(session.latest_checkpoint())
     config["pretrained_path"] = session.latest_checkpoint()
-    from_dir = _build_model(config, TINY_CLASSES, load_pretrained=True).backbone.state_dict()
+    from_dir = build_dino_model(config, TINY_CLASSES, load_pretrained=True).backbone.state_dict()
     for key, value in from_dir.items():
         assert torch.equal(value, trained[f"backbone.{key}"]), key
 
@@ -241,7 +241,7 @@ def test_bad_config_says_what_is_wrong(overrides: dict[str, Any], message: str) 
 def test_class_token_pool_on_a_cnn_is_a_clear_error(tiny_data: Path) -> None:
     config = create_trainable("dino").resolve(dino_config(tiny_data, backbone="test_resnet", pool="cls_avg"))
     with pytest.raises(ValueError, match="needs a backbone with a class token"):
-        _build_model(config, TINY_CLASSES, load_pretrained=False)
+        build_dino_model(config, TINY_CLASSES, load_pretrained=False)
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ from trainables.augment import FactorMixup, build_mixer
 from trainables.checkpoint import read_meta
 from trainables.config import AUG_DEFAULTS, BASE_DEFAULTS, resolve_config
 from trainables.data import Dataset, folds_for, generate_synthetic_factors, load_dataset
-from trainables.engine import Batcher, train_one_epoch
-from trainables.factors import Factor, Factorisation, build_factorisation
+from trainables.engine import Batcher, device_batches, run_epoch
+from trainables.factor_build import build_factorisation
+from trainables.factors import Factor, Factorisation
 from trainables.models import create_model
 from trainables.runtime import resolve_runtime
 from trainables.session import InlineSession
@@ -223,7 +224,12 @@ def test_an_epoch_trains_the_heads_on_mixed_and_odd_batches() -> None:
     mixer = build_mixer({**AUG_DEFAULTS, "cutmix": 1.0}, 4, 0.1, head_sizes=fz.head_sizes)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    out = train_one_epoch(model, batches, optimizer, None, scaler, batcher, 4, 0.1, mixer, 0, fz)
+    model.train()
+    out = run_epoch(
+        device_batches(batches, batcher, mixer, 4, 0.1),
+        lambda x, y: fz.loss(model(x), y, 0.1),
+        optimizer, None, scaler, batcher, 0,
+    )  # fmt: skip
     assert out["num_updates"] == 2 and np.isfinite(out["train_loss"]) and out["train_loss"] > 0
     with pytest.raises(ValueError, match=r"expected \(batch, 2\) labels"):
         mixer.targets(torch.tensor([0, 1]))

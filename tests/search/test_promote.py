@@ -1,0 +1,142 @@
+"""Folds as the search's budget: a finished trial's own model is its fold-0 member (``oof.mode=promote``),
+and which trials are promoted is decided by what they add to the ensemble (``oof.select=gain``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.io import runs_dir
+from search.config import load_config
+from search.oof import last_checkpoint, load_oof_config, run_oof
+from search.oof_fold import fold_result_path, fold_work_dir, read_fold_result
+from search.oof_select import RefitModel, select_by_gain
+from search.records import load_record, search_dir
+from search.runner import run_search
+from trainables import create_trainable
+from trainables.data import folds_for, load_dataset
+
+K = 3
+EXPERIMENT = "promote-e2e"
+
+
+# ------------------------------------------------------------------ selection by gain (fast)
+
+
+def _model(name: str, backbone: str = "net") -> RefitModel:
+    return RefitModel(name, name, "timm", {"backbone": backbone}, 2, 0.5, backbone)
+
+
+def _probs(targets: np.ndarray, right: np.ndarray, n_classes: int, confidence: float) -> np.ndarray:
+    """Confident on the rows in ``right``, confidently wrong (next class) elsewhere."""
+    out = np.full((len(targets), n_classes), (1 - confidence) / (n_classes - 1))
+    guess = np.where(right, targets, (targets + 1) % n_classes)
+    out[np.arange(len(targets)), guess] = confidence
+    return out
+
+
+def test_a_weaker_but_different_model_beats_a_near_copy() -> None:
+    rng = np.random.default_rng(0)
+    n, c = 600, 5
+    targets = rng.integers(0, c, n)
+    right_a = rng.random(n) < 0.8
+    strong = _probs(targets, right_a, c, 0.9)
+    copy = np.clip(strong + rng.normal(0, 0.01, strong.shape), 1e-4, None)  # a near-copy of strong
+    copy /= copy.sum(1, keepdims=True)
+    right_b = np.where(right_a, rng.random(n) < 0.6, rng.random(n) < 0.9)  # right where strong is wrong
+    different = _probs(targets, right_b, c, 0.9)
+    probs = {"strong": strong, "copy": copy, "different": different}
+    accuracy = {k: float((v.argmax(1) == targets).mean()) for k, v in probs.items()}
+    assert accuracy["copy"] > accuracy["different"]  # the copy scores better alone
+
+    models = [_model("strong"), _model("copy"), _model("different")]
+    chosen = select_by_gain(models, probs, targets, top_k=2)
+    assert [m.model_id for m in chosen] == ["strong", "different"]
+
+
+def test_a_model_that_only_adds_noise_is_not_promoted() -> None:
+    rng = np.random.default_rng(1)
+    n, c = 400, 4
+    targets = rng.integers(0, c, n)
+    good = _probs(targets, rng.random(n) < 0.9, c, 0.8)
+    noise = rng.dirichlet(np.ones(c), n)
+    chosen = select_by_gain([_model("good"), _model("noise")], {"good": good, "noise": noise}, targets, top_k=3)
+    assert [m.model_id for m in chosen] == ["good"]
+
+
+def test_the_backbone_cap_holds_during_selection() -> None:
+    rng = np.random.default_rng(2)
+    n, c = 600, 5
+    targets = rng.integers(0, c, n)
+    right_a = rng.random(n) < 0.8
+    complement = np.where(right_a, rng.random(n) < 0.6, rng.random(n) < 0.9)
+    probs = {
+        "a": _probs(targets, right_a, c, 0.9),
+        "b": _probs(targets, complement, c, 0.9),  # a's backbone, the best partner
+        "c": _probs(targets, complement & (rng.random(n) < 0.97), c, 0.9),  # another backbone, a bit worse
+    }
+    models = [_model("a", "x"), _model("b", "x"), _model("c", "y")]
+    assert [m.model_id for m in select_by_gain(models, probs, targets, top_k=2)] == ["a", "b"]
+    capped = select_by_gain(models, probs, targets, top_k=2, max_per_backbone=1)
+    assert [m.model_id for m in capped] == ["a", "c"]
+
+
+# ---------------------------------------------------------------------- a real promotion (slow)
+
+
+@pytest.fixture(scope="module")
+def promoted(ray_module: Path, tiny: list[str]) -> dict:
+    """A 3-trial FIFO search on fold 0, then promotion of the trials that add most, over 3 folds."""
+    cfg = load_config(
+        [
+            *tiny,
+            "space=quick",
+            f"experiment={EXPERIMENT}",
+            "trainable.epochs=2",
+            f"trainable.k={K}",
+            "tune.num_samples=3",
+            "scheduler.name=fifo",
+            "mlflow.enabled=false",
+        ]
+    )
+    outcome = run_search(cfg)
+    assert outcome.status == "finished"
+    oof_cfg = load_oof_config(EXPERIMENT, [("mode", "promote"), ("select", "gain"), ("top_k", 2)])
+    return {"cfg": oof_cfg, "result": run_oof(oof_cfg)}
+
+
+@pytest.mark.slow
+def test_fold_0_is_the_search_trials_own_model_and_only_the_other_folds_train(promoted: dict) -> None:
+    result, cfg = promoted["result"], promoted["cfg"]
+    assert result.complete and result.results
+    ray_path = load_record(search_dir(runs_dir(), EXPERIMENT)).ray_path
+    ds = load_dataset(cfg.data)
+    for model in result.results:
+        folds = [read_fold_result(fold_result_path(model.directory, f)) for f in range(K)]
+        fits = [f for f in folds if "n_train" in f["fit"]]  # a fold that trained reports its rows
+        assert len(fits) == K - 1, "fold 0 was trained again"
+        assert folds[0]["fit"] == {"trained_by": "search trial"}
+        assert not fold_work_dir(model.directory, 0).exists()
+        assert all(f["epochs"] == model.model.config["epochs"] for f in folds)  # the search's full schedule
+        checkpoint = last_checkpoint(ray_path, model.model.trial_id)
+        again = create_trainable("timm").predict(
+            None, checkpoint, split="train", rows=folds[0]["val_rows"], tta_flip=bool(cfg.oof.tta_flip)
+        )
+        assert np.allclose(folds[0]["val_probs"], again, atol=1e-5)
+        rows = np.concatenate([f["val_rows"] for f in folds])
+        assert np.array_equal(np.sort(rows), np.arange(len(ds.train)))  # every row once
+    fold0 = folds_for(ds, k=K, seed=0)
+    assert len(folds[0]["val_rows"]) == int((fold0["fold"] == 0).sum())
+
+
+@pytest.mark.slow
+def test_a_rerun_after_a_crash_fits_only_what_is_missing(promoted: dict) -> None:
+    model = promoted["result"].results[0]
+    kept = {f: fold_result_path(model.directory, f).stat().st_mtime_ns for f in (0, 1)}
+    fold_result_path(model.directory, 2).unlink()  # as if the driver died during fold 2
+    again = run_oof(promoted["cfg"])
+    assert again.complete
+    assert {f: fold_result_path(model.directory, f).stat().st_mtime_ns for f in (0, 1)} == kept
+    assert "n_train" in read_fold_result(fold_result_path(model.directory, 2))["fit"]
