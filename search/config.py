@@ -246,8 +246,10 @@ def validate(cfg: DictConfig) -> None:
             "tune.time_budget_s must be null or seconds > 0",
         ),
         (
-            _is_int(cfg.scheduler.grace_period) and cfg.scheduler.grace_period >= 1,
-            "scheduler.grace_period must be >= 1",
+            cfg.scheduler.grace_period == "auto"
+            or (_is_int(cfg.scheduler.grace_period) and cfg.scheduler.grace_period >= 1),
+            f"scheduler.grace_period={cfg.scheduler.grace_period!r}: use auto (one epoch past the "
+            "trainable's warmup) or an integer >= 1",
         ),
         (
             _is_number(cfg.scheduler.reduction_factor) and cfg.scheduler.reduction_factor > 1,

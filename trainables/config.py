@@ -48,6 +48,7 @@ aug.mix_alpha       ``1.0``                    Beta(alpha, alpha) of the mixing 
 aug.balance         ``True``                   fill short classes up to the largest with copies (the reference's balancing)
 aug.randaug_balance ``False``                  fill copies are RandAugment-style augmented, not flipped (implies balance)
 aug.del_flip        ``False``                  drop the training rows the data layer marked duplicate
+aug.object_split    ``False``                  add each object of a multi-object training sketch as an extra row (never validation)
 targets.factors     ``None``                   ``None``: one softmax over the classes. A list of factors the classes split into (below)
 targets.heads       ``"factors"``              with factors: ``factors`` (one head per factor, recombined) or ``classes`` (one
                                                softmax over the classes; the factors only add per-factor metrics)
@@ -84,6 +85,7 @@ AUG_DEFAULTS: dict[str, Any] = {
     "balance": True,
     "randaug_balance": False,
     "del_flip": False,
+    "object_split": False,
 }
 
 TARGETS_DEFAULTS: dict[str, Any] = {

@@ -92,7 +92,7 @@ _ARCH_KEYS = (
     "aug.edge",
 )
 # Random per-sample image augmentation: the frozen part must then run on every step.
-_IMAGE_AUGS = ("sketch_ab", "randaug_balance")
+_IMAGE_AUGS = ("sketch_ab", "randaug_balance", "object_split")  # object crops have no cached features
 _IN_MEMORY_BYTES = 2 << 30  # cached features up to this size are read into memory once per trial
 
 

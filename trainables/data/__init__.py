@@ -28,6 +28,7 @@ from ._folds import (
 )
 from ._images import fit_square, read_rgb
 from ._inspect import inspect_dataset
+from ._objects import find_objects, object_crops, split_objects, with_object_crops
 from ._synthetic import ensure_synthetic, generate_synthetic, synthetic_meta
 from ._synthetic_factors import ensure_synthetic_factors, generate_synthetic_factors, synthetic_factors_meta
 
@@ -46,6 +47,7 @@ __all__ = [
     "ensure_synthetic",
     "ensure_synthetic_factors",
     "find_duplicates",
+    "find_objects",
     "fit_square",
     "fold_indices",
     "folds_for",
@@ -55,9 +57,12 @@ __all__ = [
     "inspect_dataset",
     "load_dataset",
     "make_folds",
+    "object_crops",
     "read_folds",
     "read_rgb",
+    "split_objects",
     "synthetic_factors_meta",
     "synthetic_meta",
+    "with_object_crops",
     "write_folds",
 ]
