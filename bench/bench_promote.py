@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from search.config import load_config, runs_root  # noqa: E402
+from common.io import runs_dir  # noqa: E402
+from search.config import load_config  # noqa: E402
 from search.oof import load_oof_config, run_oof  # noqa: E402
 from search.oof_fold import fold_result_path, read_fold_result  # noqa: E402
 from search.runner import run_search  # noqa: E402
@@ -86,7 +87,7 @@ def flow(name: str, mode: str, top_k: int) -> dict[str, Any]:
         for fold in range(len(model.fold_scores or [])):
             fit = read_fold_result(fold_result_path(model.directory, fold))["fit"]
             epochs += int(fit.get("epoch", 0) or 0) if "n_train" in fit else 0
-    out = runs_root() / "ensembles" / f"{name}-{mode}" / "auto"
+    out = runs_dir() / "ensembles" / f"{name}-{mode}" / "auto"
     ensemble_main(["--experiment", f"{name}-{mode}", "--out", str(out), "--no-mlflow", "--quiet"])
     weights = json.loads((out / "weights.json").read_text())
     return {

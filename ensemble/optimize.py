@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from common.console import make_console
+from common.io import runs_dir
 from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
 from ensemble.artifacts import (
     ArtifactError,
@@ -33,7 +35,6 @@ from ensemble.artifacts import (
     check_compatible,
     find_artifacts,
     latest_experiment,
-    runs_dir,
 )
 
 BASELINES = ["best", "mean"]
@@ -139,11 +140,9 @@ def _experiment_label(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ensemble search; returns the process exit status (0 ok, 2 bad input)."""
-    from rich.console import Console
-
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True, quiet=args.quiet)  # progress
-    errors = Console(stderr=True)  # errors and warnings print even with --quiet
+    console = make_console(stderr=True, quiet=args.quiet)  # progress
+    errors = make_console(stderr=True)  # errors and warnings print even with --quiet
     try:
         requested = _parse_methods(args.method)
     except ValueError as err:
@@ -221,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)
 
     if not args.no_mlflow:
-        from ensemble._mlflow import log_run, tracking_uri
+        from common.tracking import tracking_uri
+        from ensemble._mlflow import log_run
 
         try:
             run_id = log_run(

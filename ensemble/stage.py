@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from common.io import runs_dir
 from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
-from ensemble.artifacts import runs_dir
 
 
 def _setting(cfg: Any, key: str, default: Any) -> Any:

@@ -17,7 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from search.io import atomic_write_text
+from common.errors import DeterministicError
+from common.io import atomic_write_text
 from search.space import (
     DISTRIBUTIONS,
     Dimension,
@@ -41,7 +42,7 @@ SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 RESUMABLE_KEYS = ("resume", "ray.address", "ray.num_cpus", "ray.num_gpus", "stages", "oof", "ensemble")
 
 
-class ConfigError(ValueError):
+class ConfigError(DeterministicError, ValueError):
     """The config, a space file or an override is wrong; the message says what to do."""
 
 
@@ -53,15 +54,6 @@ def spaces_dir() -> Path:
 def list_spaces() -> list[str]:
     """Names of the space files (``spaces/<name>.yaml``), sorted."""
     return sorted(p.stem for p in spaces_dir().glob("*.yaml"))
-
-
-def runs_root() -> Path:
-    """The output root shared by every stage: ``trainables.data.runs_dir()`` (``RUNS_DIR`` or ``./runs``)."""
-    try:
-        from trainables.data import runs_dir
-    except ImportError:  # the data layer is optional for config work; same rule, written here
-        return Path(os.environ.get("RUNS_DIR") or "runs").resolve()
-    return Path(runs_dir()).resolve()
 
 
 def parse_overrides(argv: Sequence[str]) -> list[tuple[str, Any]]:

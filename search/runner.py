@@ -13,11 +13,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from common.io import atomic_write_text, runs_dir
+from common.tracking import tracking_uri
 from search import tracking
 from search.algorithms import make_scheduler, make_searcher, resolve_search_alg, uses_grid_search
 from search.cluster import concurrent_trials, experiment_path, ray_session, storage_root
-from search.config import dimensions, max_epochs, runs_root, save_config, trainable_config
-from search.io import atomic_write_text
+from search.config import dimensions, max_epochs, save_config, trainable_config
+from search.failures import install_retry_rule
 from search.leaderboard import (
     STATUS_ERROR,
     STATUS_INTERRUPTED,
@@ -104,7 +106,7 @@ def run_search(
         FileExistsError: A new search would overwrite an experiment of the same name.
         FileNotFoundError: ``resume`` but there is nothing to resume.
     """
-    runs = runs_root()
+    runs = runs_dir()
     out_dir = search_dir(runs, cfg.experiment)
     record = _open_record(cfg, runs, out_dir, resume)
     _save_skipped(out_dir, checked)
@@ -203,6 +205,7 @@ def _trainable(cfg: DictConfig) -> Any:
 def _new_tuner(cfg: DictConfig, trainable: Any, callbacks: list[Any], fits: int) -> Any:
     from ray import tune
 
+    install_retry_rule()  # max_failures retries crashes, not deterministic errors
     dims = dimensions(cfg)
     grid = uses_grid_search(cfg)
     # Model-based searchers must not be asked for more trials than can run: each suggestion
@@ -233,7 +236,7 @@ def _new_tuner(cfg: DictConfig, trainable: Any, callbacks: list[Any], fits: int)
         ),
         run_config=tune.RunConfig(
             name=str(cfg.experiment),
-            storage_path=storage_root(cfg, runs_root()),
+            storage_path=storage_root(cfg, runs_dir()),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=int(cfg.checkpoint.num_to_keep)),
             failure_config=tune.FailureConfig(max_failures=int(cfg.max_failures)),
             callbacks=callbacks,
@@ -251,7 +254,7 @@ def _reporter(cfg: DictConfig, dims: dict[str, Any]) -> Any:
         metric=str(cfg.tune.metric),
         mode=str(cfg.tune.mode),
         max_epochs=max_epochs(cfg),
-        progress_dir=runs_root() / "progress" / str(cfg.experiment),
+        progress_dir=runs_dir() / "progress" / str(cfg.experiment),
     )
 
 
@@ -272,9 +275,9 @@ def _start_tracking(
         tracker = tracking.Tracker(record.tracking_uri)
         tracking.reopen_run(tracker, record.parent_run_id)
         return tracker, []  # the trial callback is restored with the Tuner
-    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri, runs)
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
     tracker = tracking.Tracker(uri)
-    exp_id = tracking.ensure_experiment(tracker, str(cfg.mlflow.experiment), runs)
+    exp_id = tracking.ensure_experiment(tracker, str(cfg.mlflow.experiment))
     tags = {
         "space": str(cfg.space),
         "trainable": str(cfg.trainable.name),

@@ -37,7 +37,6 @@ from ._groups import (
 )
 from ._images import fit_square, read_rgb
 from ._inspect import inspect_dataset
-from ._io import runs_dir
 from ._objects import find_objects, object_crops, split_objects, with_object_crops
 from ._synthetic import ensure_synthetic, generate_synthetic, synthetic_meta
 from ._synthetic_factors import ensure_synthetic_factors, generate_synthetic_factors, synthetic_factors_meta
@@ -73,7 +72,6 @@ __all__ = [
     "read_folds",
     "read_rgb",
     "resolve_groups",
-    "runs_dir",
     "split_objects",
     "synthetic_factors_meta",
     "synthetic_meta",

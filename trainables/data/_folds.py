@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.io import atomic_path, atomic_write_json, runs_dir
+
 from ._dataset import Dataset
 from ._dedup import DEFAULT_MAX_DISTANCE, find_duplicates
 from ._errors import DataFormatError, listing
 from ._groups import AUTO, AUTO_GROUPS_VERSION, NONE, describe_grouping, normalize_pattern, resolve_groups
-from ._io import atomic_path, file_lock, read_json, runs_dir, short_hash, write_json_atomic
+from ._io import file_lock, read_json, short_hash
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +274,7 @@ def write_folds(df: pd.DataFrame, path: str | Path) -> Path:
     meta = {key: value for key, value in df.attrs.items() if key != "path"}
     meta.update(hash=folds_hash(df), rows=len(df), groups=int(df["group"].nunique()), csv=path.name)
     meta["fold_sizes"] = df["fold"].value_counts().sort_index().astype(int).tolist()
-    write_json_atomic(path.with_suffix(".json"), meta)
+    atomic_write_json(path.with_suffix(".json"), meta)
     return path
 
 

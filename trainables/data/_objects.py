@@ -27,10 +27,12 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
+from common.io import atomic_path, atomic_write_json
+
 from ._cache import cache_path
 from ._dataset import Dataset
 from ._images import WHITE, fit_square, read_rgb
-from ._io import atomic_path, default_workers, file_lock, write_json_atomic
+from ._io import default_workers, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +239,7 @@ def _build(path: Path, files: list[str], size: int, workers: int) -> None:
     sources = [i for i, crops in enumerate(per_image) for _ in crops]
     stacked = np.stack([c for crops in per_image for c in crops]) if sources else np.zeros((0, size, size, 3))
     # The sidecar first: a reader takes the crops as whole once the .npy appears.
-    write_json_atomic(
+    atomic_write_json(
         path.with_suffix(".json"),
         {
             "sources": sources,
