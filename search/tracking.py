@@ -170,8 +170,8 @@ def log_metrics(tracker: Tracker, run_id: str | None, metrics: Mapping[str, floa
     """Log finite metrics to a run now (queued and replayed if the store is down)."""
     from mlflow.entities import Metric
 
-    now = _now_ms()
-    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _is_finite(v)]
+    now = now_ms()
+    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if is_finite(v)]
     if run_id and values:
         tracker.call(lambda c: c.log_batch(run_id, metrics=values))
 
