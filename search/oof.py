@@ -268,7 +268,7 @@ def run_stage(cfg: DictConfig, outcome: Any) -> OofOutcome:
     stage_cfg = cfg.copy()
     stage_cfg.experiment = outcome.experiment
     result = run_oof(stage_cfg)
-    print_summary(result)
+    print_summary(result, where=False)  # search.run prints where everything is, once, at the end
     if not result.complete:
         raise RuntimeError(
             f"the OOF refit of {outcome.experiment} is incomplete; finish it with: "
@@ -277,8 +277,8 @@ def run_stage(cfg: DictConfig, outcome: Any) -> OofOutcome:
     return result
 
 
-def print_summary(outcome: OofOutcome) -> None:
-    """A table of the refit models and where their files are."""
+def print_summary(outcome: OofOutcome, *, where: bool = True) -> None:
+    """A table of the refit models and (``where``) where their files are."""
     from rich.table import Table
 
     console = make_console()
@@ -297,6 +297,8 @@ def print_summary(outcome: OofOutcome) -> None:
             status,
         )
     console.print(table)
+    if not where:
+        return
     console.print(f"artifacts:   {outcome.out_dir}", highlight=False)
     for r in outcome.results:
         if r.submission:
@@ -305,7 +307,7 @@ def print_summary(outcome: OofOutcome) -> None:
         console.print(f"mlflow store: {outcome.tracking_uri}", highlight=False)
     if outcome.complete:
         console.print(
-            f"ensemble them: python -m ensemble.optimize --experiment {outcome.experiment} --method bayesian",
+            f"ensemble them: python -m ensemble.optimize --experiment {outcome.experiment}",
             highlight=False,
         )
 

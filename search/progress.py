@@ -155,7 +155,7 @@ class LiveReporter(ProgressReporter):
             status = trial.status
             table.add_row(
                 trial_label(trial.config, self.paths) or trial.trial_id,
-                f"[{_STATUS_STYLE.get(status, '')}]{status.lower()}[/]",
+                f"[{_STATUS_STYLE.get(status, '')}]{self._status(trial)}[/]",
                 f"{_epoch(trial)}/{self.max_epochs}",
                 self._bar(trial) if status == "RUNNING" else "",
                 _fmt(_score(trial, self.metric)),
@@ -182,9 +182,15 @@ class LiveReporter(ProgressReporter):
         name = str(_get(trial.config, self.group)) if self.group else trial_label(trial.config, self.paths)
         fold = f" fold {_get(trial.config, 'job.fold')}" if self.group else ""
         return (
-            f"{time.strftime('%H:%M:%S')} {name or trial.trial_id}{fold}: {trial.status.lower()}, "
+            f"{time.strftime('%H:%M:%S')} {name or trial.trial_id}{fold}: {self._status(trial)}, "
             f"epoch {_epoch(trial)}/{self.max_epochs}, {self.metric} {_fmt(_score(trial, self.metric))}"
         )
+
+    def _status(self, trial: Any) -> str:
+        """Ray's status, except that a trial the scheduler ended before its last epoch was *stopped*."""
+        if trial.status == "TERMINATED" and not self.group and 0 < _epoch(trial) < self.max_epochs:
+            return "stopped"
+        return "done" if trial.status == "TERMINATED" else trial.status.lower()
 
     def _bar(self, trial: Any) -> ProgressBar | str:
         if self.progress_dir is None:

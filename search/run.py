@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,8 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report(outcome, cfg)
+    print_leaderboard(
+        outcome.leaderboard,
+        title=f"Leaderboard: {outcome.experiment} ({cfg.space})",
+        metric=str(cfg.tune.metric),
+    )
     if outcome.status == "interrupted":
+        where(outcome, {})
         print(
             f"interrupted; continue it with: python -m search.run resume={outcome.experiment}",
             file=sys.stderr,
@@ -68,12 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if outcome.status == "failed":
         print(f"search failed: every trial failed. {failure_reason(outcome)}", file=sys.stderr)
         return 1
+    results: dict[str, object] = {}
+    code = 0
     try:
-        run_stages([str(s) for s in cfg.stages], cfg, outcome)
+        run_stages([str(s) for s in cfg.stages], cfg, outcome, results)
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        code = 1
+    where(outcome, results)
+    return code
 
 
 def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:
@@ -116,26 +124,28 @@ def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:
     return cfg, True
 
 
-def report(outcome: SearchOutcome, cfg: DictConfig) -> None:
-    """Print the final leaderboard and where everything was written (only files that exist)."""
-    metric = str(cfg.tune.metric)
-    print()
-    print_leaderboard(
-        outcome.leaderboard, title=f"Leaderboard: {outcome.experiment} ({cfg.space})", metric=metric
-    )
-    print()
-    for path in outcome.files:
-        if path.exists():
-            print(f"{path.stem + ':':<22} {path}")
-    if outcome.status != "failed":
-        print(f"ray experiment:        {outcome.ray_path}")
+def where(outcome: SearchOutcome, results: Mapping[str, object]) -> None:
+    """Where everything is, printed once at the end: only what exists."""
+    rows: list[tuple[str, object]] = [(p.stem, p) for p in outcome.files if p.exists()]
+    oof = results.get("oof")
+    if oof is not None:
+        rows.append(("oof artifacts", getattr(oof, "out_dir", "")))
+    if "ensemble" in results:
+        rows.append(("submission", results["ensemble"]))
+    elif oof is not None:
+        rows += [("submission", r.submission) for r in getattr(oof, "results", []) if r.submission][:1]
     if outcome.tracking_uri:
-        print(f"mlflow store:          {outcome.tracking_uri}   (parent run {outcome.parent_run_id})")
-        if str(outcome.tracking_uri).startswith(("http://", "https://")):
-            print(f"open it at:            {outcome.tracking_uri}")
-        else:
-            print(f"open it with:          mlflow ui --backend-store-uri {outcome.tracking_uri}")
-    print(f"trial-epochs spent:    {outcome.trial_epochs}")
+        uri = str(outcome.tracking_uri)
+        rows.append(
+            (
+                "mlflow",
+                uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}",
+            )
+        )
+    print("\nWhere everything is:")
+    for name, path in rows:
+        print(f"  {name + ':':<16} {path}")
+    print(f"  {'trial-epochs:':<16} {outcome.trial_epochs}")
 
 
 def size_to_budget(cfg: DictConfig, checked: Preflight) -> None:
@@ -152,7 +162,9 @@ def size_to_budget(cfg: DictConfig, checked: Preflight) -> None:
 def failure_reason(outcome: SearchOutcome) -> str:
     """The distinct errors of a failed search's trials, for its final message."""
     board = outcome.leaderboard
-    errors = [] if board.empty or "error" not in board else list(dict.fromkeys(e for e in board["error"] if e))
+    errors = (
+        [] if board.empty or "error" not in board else list(dict.fromkeys(e for e in board["error"] if e))
+    )
     if not errors:
         return "No trial reported; see the errors above."
     shown = "\n".join(errors[:3]) + (f"\n... and {len(errors) - 3} other error(s)" if len(errors) > 3 else "")

@@ -32,7 +32,11 @@ def load_stage(name: str) -> Callable[[Any, Any], None]:
         raise ValueError(f"stage {name!r} ({STAGES[name]}) is not available in this checkout: {err}") from err
 
 
-def run_stages(names: list[str], cfg: Any, outcome: Any) -> None:
-    """Run each named stage in order."""
+def run_stages(
+    names: list[str], cfg: Any, outcome: Any, results: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run each named stage in order; ``results`` (filled as they finish) maps a stage to what it returned."""
+    results = {} if results is None else results
     for name in names:
-        load_stage(name)(cfg, outcome)
+        results[name] = load_stage(name)(cfg, outcome)
+    return results
