@@ -1,4 +1,5 @@
-"""Where outputs live, and how every file is written: atomically, with the usual permissions.
+"""Where outputs live, how every file is written (atomically, with the usual permissions), and the
+small helpers of shared caches: stable hashes, tolerant JSON reads, one builder at a time.
 
 A writer gets a temporary name in the destination's folder; the bytes are flushed to disk and
 the name is renamed onto the destination (one ``os.replace``, atomic on POSIX), so a crash
@@ -9,6 +10,7 @@ leaves the old file whole or the new one whole, never half. The file gets ``0666
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -16,7 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "runs_dir"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "file_lock",
+    "read_json",
+    "runs_dir",
+    "short_hash",
+]
 
 
 def runs_dir() -> Path:
@@ -103,3 +114,45 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int = 
     """
     dumps.setdefault("sort_keys", True)
     return atomic_write_text(path, json.dumps(data, indent=indent, **dumps) + "\n")
+
+
+try:  # POSIX only; elsewhere concurrent builders still produce whole files, just redundantly.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+def short_hash(*parts: object, length: int = 16) -> str:
+    """A stable blake2b hex digest of ``parts`` (bytes as they are, anything else through ``str``)."""
+    h = hashlib.blake2b(digest_size=32)
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:length]
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None when it is absent or unreadable (treated as a cache miss)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if needed) for the block.
+
+    Trials start together; the lock makes the first one build a shared artifact while the others
+    wait and then reuse it, instead of every process decoding the same images at once.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

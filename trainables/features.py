@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.io import atomic_path, atomic_write_json, runs_dir
+from common.io import atomic_path, atomic_write_json, file_lock, read_json, runs_dir, short_hash
 from trainables.data import Dataset, decoded_images
-from trainables.data._io import file_lock, read_json, short_hash
 
 log = logging.getLogger(__name__)
 

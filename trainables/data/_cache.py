@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.io import atomic_path, atomic_write_json, runs_dir
+from common.io import atomic_path, atomic_write_json, file_lock, read_json, runs_dir
 
 from ._dataset import Dataset
 from ._errors import BadDataError
 from ._images import load_square
-from ._io import default_workers, file_lock, read_json
+from ._io import default_workers
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from common.io import atomic_write_json, runs_dir
+from common.io import atomic_write_json, read_json, runs_dir, short_hash
 
 from ._errors import BadDataError, DataFormatError, listing
 from ._images import IMAGE_EXTENSIONS, check_image
-from ._io import default_workers, read_json, short_hash
+from ._io import default_workers
 from ._synthetic import ensure_synthetic
 from ._synthetic_factors import ensure_synthetic_factors
 

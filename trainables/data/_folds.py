@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.io import atomic_path, atomic_write_json, runs_dir
+from common.io import atomic_path, atomic_write_json, file_lock, read_json, runs_dir, short_hash
 
 from ._dataset import Dataset
 from ._dedup import DEFAULT_MAX_DISTANCE, find_duplicates
 from ._errors import DataFormatError, listing
 from ._groups import AUTO, AUTO_GROUPS_VERSION, NONE, describe_grouping, normalize_pattern, resolve_groups
-from ._io import file_lock, read_json, short_hash
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from common.io import atomic_path, atomic_write_json
+from common.io import atomic_path, atomic_write_json, file_lock
 
 from ._cache import cache_path
 from ._dataset import Dataset
 from ._images import WHITE, fit_square, read_rgb
-from ._io import default_workers, file_lock
+from ._io import default_workers
 
 log = logging.getLogger(__name__)
 
