@@ -39,6 +39,8 @@ _NOISY = ("mlflow", "alembic", "optuna", "ray", "urllib3", "filelock")
 def setup_logging(verbose: int = 1) -> None:
     """Our own INFO lines, and the libraries' only from ``verbose=2`` (warnings always)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # MLflow sets its own loggers' level when it is imported (later, in the tracker): tell it first.
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose >= 2 else "WARNING"
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.INFO if verbose >= 2 else logging.WARNING)
     if verbose < 2:
