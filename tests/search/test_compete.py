@@ -1,0 +1,39 @@
+"""``space=compete`` with a tiny budget runs the whole flow on the built-in set: plan, search, OOF, ensemble."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from common.io import runs_dir
+from search.budget import IMAGE_SIZES
+from search.config import read_config
+from search.records import list_experiments, search_dir
+from search.run import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_tiny_budget_runs_the_compete_flow_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "space=compete",
+        "budget=3m",
+        "data=synthetic",
+        # the timm test model stands in for Lite0/1/2 (CI has 2 cores); every other key is compete's
+        "trainable.backbone=test_efficientnet",
+        "trainable.pretrained=false",
+        "search.backbone=null",
+        "trainable.k=3",
+        "leak_audit=false",
+        "experiment=compete-tiny",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "budget 3 min on" in out and "estimate:" in out  # the plan is said before the search
+    cfg = read_config(search_dir(runs_dir(), "compete-tiny") / "config.yaml")
+    assert cfg.trainable.image_size in IMAGE_SIZES and cfg.tune.time_budget_s <= 180
+    assert "compete-tiny" in list_experiments(runs_dir())
+    submission = runs_dir() / "ensembles" / "compete-tiny" / "auto" / "submission.csv"
+    frame = pd.read_csv(submission)
+    assert list(frame.columns) == ["ID", "image_path", "target"] and len(frame) == 240
+    assert "Where everything is:" in out and str(submission) in out
