@@ -31,6 +31,7 @@ from search.space import (
     points_for_variants,
     set_path,
 )
+from trainables.overrides import ConfigError, parse_overrides
 
 DEFAULTS_FILE = Path(__file__).resolve().parent / "defaults.yaml"
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
@@ -39,10 +40,6 @@ SEARCH_ALGS = ("auto", "grid", "random", "tpe", "gp", "cmaes")
 SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 # Keys a resumed search may change: where it runs and how much it prints, never what it searches.
 RESUMABLE_KEYS = ("resume", "ray.address", "ray.num_cpus", "ray.num_gpus", "stages", "oof", "ensemble")
-
-
-class ConfigError(ValueError):
-    """The config, a space file or an override is wrong; the message says what to do."""
 
 
 def spaces_dir() -> Path:
@@ -62,29 +59,6 @@ def runs_root() -> Path:
     except ImportError:  # the data layer is optional for config work; same rule, written here
         return Path(os.environ.get("RUNS_DIR") or "runs").resolve()
     return Path(runs_dir()).resolve()
-
-
-def parse_overrides(argv: Sequence[str]) -> list[tuple[str, Any]]:
-    """Split ``key=value`` arguments; values are parsed as YAML (``3``, ``1e-3``, ``[a, b]``, ``null``).
-
-    Args:
-        argv: Command-line arguments after the module name.
-
-    Returns:
-        ``(dotted key, value)`` pairs in order.
-
-    Raises:
-        ConfigError: An argument is not ``key=value``.
-    """
-    out = []
-    for arg in argv:
-        key, sep, raw = arg.partition("=")
-        key = key.strip().removeprefix("--")
-        if not sep or not key:
-            raise ConfigError(f"argument {arg!r} is not key=value (e.g. tune.num_samples=8); see --help")
-        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}"]))["v"]
-        out.append((key, value))
-    return out
 
 
 def load_space(name: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import pytest
 from tests.trainables.conftest import tiny_config
 from trainables import create_trainable, default_config, list_trainables
 from trainables.config import COMMON_DEFAULTS, resolve_config
+from trainables.overrides import parse_overrides
 from trainables.registry import Trainable
-from trainables.run import main, parse_overrides
+from trainables.run import main
 
 
 def test_unknown_trainable_lists_the_valid_names() -> None:
@@ -86,13 +87,14 @@ def test_command_line_overrides_parse_as_yaml_values() -> None:
     got = parse_overrides(
         ["epochs=2", "aug.cutmix=0.5", "pretrained_path=null", "fold=-1", "backbone=test_vit"]
     )
-    assert got == {
-        "epochs": 2,
-        "aug": {"cutmix": 0.5},
-        "pretrained_path": None,
-        "fold": -1,
-        "backbone": "test_vit",
-    }
+    assert got == [
+        ("epochs", 2),
+        ("aug.cutmix", 0.5),
+        ("pretrained_path", None),
+        ("fold", -1),
+        ("backbone", "test_vit"),
+    ]
+    assert resolve_config(default_config("timm"), dict(got))["aug"]["cutmix"] == 0.5
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["epochs"])
 
