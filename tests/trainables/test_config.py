@@ -124,3 +124,17 @@ def test_cli_runs_one_inline_trial(
     assert "val_acc" in out and '"final"' in out
     assert (tmp_path / "run" / "checkpoint_0001" / "model.pt").is_file()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())[0]["epoch"] == 1
+
+
+@pytest.mark.parametrize("name", ["timm", "clip", "dino"])
+def test_the_schema_is_generated_from_the_trainables_defaults(name: str) -> None:
+    from omegaconf import OmegaConf
+
+    from trainables.schema import CommonSchema, trainable_schema
+
+    schema = trainable_schema(name, default_config(name))
+    assert issubclass(schema, CommonSchema)
+    typed = OmegaConf.structured(schema)
+    assert OmegaConf.to_container(typed) == default_config(name)  # no default written twice
+    with pytest.raises(ValueError, match="could not be converted to Integer"):
+        typed.epochs = "many"
