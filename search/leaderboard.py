@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from search.io import atomic_write
-from search.space import get_path, has_path
+from search.space import select
 
 TRIAL_DIR_PREFIX = "trial_"
 STATUS_DONE, STATUS_STOPPED, STATUS_ERROR, STATUS_INTERRUPTED = "done", "stopped", "error", "interrupted"
@@ -95,7 +95,7 @@ def build_leaderboard(
         config = result.config or {}
         row: dict[str, Any] = {"trial_id": tid}
         for path in searched:
-            row[path] = get_path(config, path) if has_path(config, path) else None
+            row[path] = select(config, path)
         best = _best_row(hist, metric, mode)
         row[metric] = _num(best.get(metric)) if best is not None else math.nan
         for extra in ("val_acc", "val_f1"):  # the scores at the chosen epoch, whatever ranks them
