@@ -101,6 +101,18 @@ class EnsembleSchema:
 
 
 @dataclass
+class PseudoSchema:
+    """The own keys of ``python -m search.pseudo`` (the rest go to the refit, as for ``search.oof``)."""
+
+    experiment: Optional[str] = None  # noqa: UP045 - null: the latest search
+    threshold: Optional[float] = None  # noqa: UP045 - null: 0.9, unless top_fraction is given
+    top_fraction: Optional[float] = None  # noqa: UP045
+    ensemble: Optional[str] = None  # noqa: UP045 - the ensemble whose labels to use; null: the latest
+    name: Optional[str] = None  # noqa: UP045 - the refit's OOF experiment; null: <search>-pseudo
+    honest: bool = True
+
+
+@dataclass
 class SearchSchema:
     """The whole config of ``python -m search.run`` (``trainable:`` is typed per trainable)."""
 

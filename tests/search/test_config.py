@@ -251,3 +251,10 @@ def test_the_plan_is_computed_once_per_config_and_follows_a_change() -> None:
     assert plan.max_epochs == cfg.trainable.epochs and set(plan.dimensions) == set(dimensions(cfg))
     cfg.trainable.epochs = 7  # what budget= does after loading
     assert search_plan(cfg).max_epochs == 7 and max_epochs(cfg) == 7
+
+
+def test_pseudo_and_oof_read_their_keys_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    from search.pseudo import main as pseudo_main
+
+    assert pseudo_main(["threshold=high"]) == 2
+    assert "threshold='high'" in capsys.readouterr().err  # refused before any search is looked up
