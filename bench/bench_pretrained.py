@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from trainables.data import SKETCHY_GROUP_PATTERN, runs_dir
+    from common.io import runs_dir
+    from trainables.data import SKETCHY_GROUP_PATTERN
 
     base = {
         "data": str(args.data.resolve()),

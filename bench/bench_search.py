@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from search.config import load_config, runs_root  # noqa: E402
+from common.io import runs_dir  # noqa: E402
+from search.config import load_config  # noqa: E402
 from search.runner import SearchOutcome, run_search  # noqa: E402
 
 
@@ -176,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    os.environ["RUNS_DIR"] = str(runs_root())  # absolute, inherited by the Ray workers
+    os.environ["RUNS_DIR"] = str(runs_dir())  # absolute, inherited by the Ray workers
     start = time.perf_counter()
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    print(f"ray.init: {time.perf_counter() - start:.1f}s; runs under {runs_root()}", flush=True)
+    print(f"ray.init: {time.perf_counter() - start:.1f}s; runs under {runs_dir()}", flush=True)
     try:
         cost = overhead(args, stamp)
         runs = scheduler_runs(args, stamp)

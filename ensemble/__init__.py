@@ -31,7 +31,6 @@ from ensemble.artifacts import (
     hash_folds,
     latest_experiment,
     read_artifact,
-    runs_dir,
     write_artifact,
     write_submission,
 )
@@ -115,7 +114,6 @@ __all__ = [
     "pick_winner",
     "read_artifact",
     "register_method",
-    "runs_dir",
     "score_proba",
     "write_artifact",
     "write_submission",

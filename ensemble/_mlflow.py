@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
+from common.tracking import MAX_TAG, get_or_create_experiment, now_ms, param_value, tracking_uri
 from ensemble._report import RunSummary, report_markdown
-from ensemble.artifacts import runs_dir
 
-__all__ = ["log_run", "tracking_uri"]
-
-_MAX_PARAM = 6000  # MLflow's limits on param and tag values
-_MAX_TAG = 8000
-
-
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the project store ``sqlite:///<RUNS_DIR>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(runs_dir() / 'mlflow.db').resolve()}"
-
-
-def _local_artifact_root(uri: str) -> str | None:
-    """Beside a local sqlite database, where run files go; None lets the store or server decide.
-
-    MLflow's default for a sqlite store is ``./mlruns`` relative to the working directory,
-    which would scatter artifacts wherever the command happens to run.
-    """
-    if uri.startswith("sqlite:///"):
-        db = uri[len("sqlite:///") :]
-        if db and db != ":memory:":
-            return (Path(db).resolve().parent / "mlartifacts").as_uri()
-    return None
+__all__ = ["log_run"]
 
 
 def _tag_key(name: str) -> str:
@@ -54,7 +31,7 @@ def log_run(
         out_dir: Directory whose files (report, weights, submission, chart) become the run's artifacts.
         experiment_name: MLflow experiment; defaults to ``<experiment>`` (beside the model runs).
         params: Extra parameters (e.g. CLI options).
-        uri: Tracking URI; defaults to :func:`tracking_uri`.
+        uri: Tracking URI; defaults to :func:`common.tracking.tracking_uri`.
 
     Returns:
         The MLflow run id.
@@ -64,13 +41,7 @@ def log_run(
 
     uri = uri or tracking_uri()
     client = MlflowClient(tracking_uri=uri)
-    name = experiment_name or summary.experiment
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(name, artifact_location=_local_artifact_root(uri))
-    )
+    experiment_id = get_or_create_experiment(client, experiment_name or summary.experiment, uri)
     sources = {a.model_id: a.mlflow_run_id for a in summary.artifacts if a.mlflow_run_id}
     tags = {
         "sketchsearch.stage": "ensemble",
@@ -78,7 +49,7 @@ def log_run(
         "ensemble.method": summary.chosen.name,
         "ensemble.winner": summary.winner.name,
         "source_run_ids": ",".join(sources.values()),
-        "mlflow.note.content": report_markdown(summary)[:_MAX_TAG],
+        "mlflow.note.content": report_markdown(summary)[:MAX_TAG],
     }
     tags.update({_tag_key(f"source_run.{model_id}"): run_id for model_id, run_id in sources.items()})
     run = client.create_run(experiment_id, run_name=f"ensemble-{summary.chosen.name}", tags=tags)
@@ -95,7 +66,7 @@ def log_run(
             **{f"{summary.chosen.name}.{k}": v for k, v in summary.chosen.method.get_params().items()},
             **(params or {}),
         }
-        now = int(time.time() * 1000)
+        now = now_ms()
         metrics = []
         chosen = summary.chosen
         for key, value in (
@@ -120,7 +91,7 @@ def log_run(
         client.log_batch(
             run_id,
             metrics=metrics,
-            params=[Param(k, str(v)[:_MAX_PARAM]) for k, v in all_params.items()],
+            params=[Param(k, param_value(v)) for k, v in all_params.items()],
             tags=[RunTag("ensemble.out_dir", str(out_dir.resolve()))],
         )
         client.log_artifacts(run_id, str(out_dir))

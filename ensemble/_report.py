@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from common.console import make_console
+from common.io import atomic_path, atomic_write_text
 from ensemble._evaluate import MethodResult
-from ensemble._io import atomic_path, atomic_write_text
 from ensemble._metrics import METRICS
 from ensemble._select import Choice
 from ensemble.artifacts import Artifact, _jsonable, write_submission
@@ -96,7 +97,6 @@ def comparison_rows(summary: RunSummary) -> list[dict[str, Any]]:
 
 def print_comparison(summary: RunSummary, file: Any = None) -> None:
     """Print the comparison table with rich (to stdout unless ``file`` is given)."""
-    from rich.console import Console
     from rich.table import Table
 
     direction = "higher" if METRICS[summary.metric] else "lower"
@@ -121,9 +121,7 @@ def print_comparison(summary: RunSummary, file: Any = None) -> None:
             f"{row['nested_seconds']:.1f}",
             style="bold green" if name == summary.winner.name else None,
         )
-    console = Console(file=file)
-    if not console.is_terminal:
-        console.width = max(console.width, 110)  # piped output: rich's 80-column default truncates
+    console = make_console(file=file)
     console.print(table)
     if summary.choice is not None:
         # The markdown's **bold** as rich's markup; the method names need no escaping.

@@ -24,7 +24,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import time
 import warnings
 from collections import Counter
@@ -36,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ensemble._io import atomic_path, atomic_write_text
+from common.errors import DeterministicError
+from common.io import atomic_path, atomic_write_text, runs_dir
 
 FORMAT_VERSION = 1
 OOF_FILE = "oof.npy"
@@ -63,12 +63,11 @@ __all__ = [
     "latest_experiment",
     "oof_root",
     "read_artifact",
-    "runs_dir",
     "write_artifact",
 ]
 
 
-class ArtifactError(ValueError):
+class ArtifactError(DeterministicError, ValueError):
     """An artifact is malformed, incomplete or missing."""
 
 
@@ -78,11 +77,6 @@ class IncompatibleArtifactsError(ArtifactError):
 
 class ArtifactWarning(UserWarning):
     """An artifact was skipped (incomplete) or excluded (no test probabilities)."""
-
-
-def runs_dir() -> Path:
-    """The root of every output: ``$RUNS_DIR``, else ``./runs`` (same rule as ``trainables.data``)."""
-    return Path(os.environ.get("RUNS_DIR") or "runs")
 
 
 def oof_root() -> Path:

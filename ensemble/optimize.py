@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from common.console import make_console
+from common.io import runs_dir
 from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
 from ensemble.artifacts import (
     ArtifactWarning,
     check_compatible,
     find_artifacts,
     latest_experiment,
-    runs_dir,
 )
 from ensemble.options import EnsembleOptions
 
@@ -161,10 +162,8 @@ def run(options: EnsembleOptions) -> int:
     Returns:
         The exit status: 0 ok, 2 bad input (the error is printed).
     """
-    from rich.console import Console
-
-    console = Console(stderr=True, quiet=options.quiet)  # progress
-    errors = Console(stderr=True)  # errors and warnings print even with --quiet
+    console = make_console(stderr=True, quiet=options.quiet)  # progress
+    errors = make_console(stderr=True)  # errors and warnings print even with --quiet
     try:
         requested = _parse_methods(options.method)
         experiment = _experiment_label(options)
@@ -257,7 +256,8 @@ def _evaluate(
 
 def _log_mlflow(options: EnsembleOptions, summary: Any, directory: Path, console: Any, errors: Any) -> None:
     """Log the run to MLflow; a store that is down only warns (the files are what matters)."""
-    from ensemble._mlflow import log_run, tracking_uri
+    from common.tracking import tracking_uri
+    from ensemble._mlflow import log_run
 
     try:
         run_id = log_run(

@@ -6,11 +6,11 @@ produced (:class:`SearchOutcome`, :func:`build_leaderboard`).
 
 from __future__ import annotations
 
-from search.config import ConfigError, list_spaces, load_config, runs_root, spaces_dir
+from search.config import ConfigError, list_spaces, load_config, spaces_dir
 from search.leaderboard import build_leaderboard, print_leaderboard, trial_histories
 from search.runner import SearchOutcome, run_search
 from search.space import DISTRIBUTIONS, Dimension, SpaceError, build_param_space, parse_search
-from search.tracking import MlflowTrialCallback, tracking_uri
+from search.tracking import MlflowTrialCallback
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -26,8 +26,6 @@ __all__ = [
     "parse_search",
     "print_leaderboard",
     "run_search",
-    "runs_root",
     "spaces_dir",
     "trial_histories",
-    "tracking_uri",
 ]

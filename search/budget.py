@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import pandas as pd
 from omegaconf import DictConfig
 
-from search.config import ConfigError, dimensions, runs_root
-from search.io import atomic_write_json
+from common.io import atomic_write_json, runs_dir
+from search.config import ConfigError, dimensions
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int)
     key = "|".join(
         map(str, (backbone, image_size, batch_size, threads, platform.machine(), os.cpu_count(), _SPEED_VERSION))
     )
-    path = runs_root() / "cache" / "speed.json"
+    path = runs_dir() / "cache" / "speed.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
     if key not in known:
         known[key] = _time_steps(backbone, image_size, min(batch_size, 16), threads) * PIPELINE_FACTOR

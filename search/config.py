@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from search.io import atomic_write_text
+from common.io import atomic_write_text
 from search.plan import SearchPlan, dimensions, max_epochs, search_plan
 from search.schema import typed_base
 from search.space import (
@@ -64,15 +64,6 @@ def spaces_dir() -> Path:
 def list_spaces() -> list[str]:
     """Names of the space files (``spaces/<name>.yaml``), sorted."""
     return sorted(p.stem for p in spaces_dir().glob("*.yaml"))
-
-
-def runs_root() -> Path:
-    """The output root shared by every stage: ``trainables.data.runs_dir()`` (``RUNS_DIR`` or ``./runs``)."""
-    try:
-        from trainables.data import runs_dir
-    except ImportError:  # the data layer is optional for config work; same rule, written here
-        return Path(os.environ.get("RUNS_DIR") or "runs").resolve()
-    return Path(runs_dir()).resolve()
 
 
 def load_space(name: str) -> dict[str, Any]:

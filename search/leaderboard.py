@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from search.io import atomic_write
+from common.console import make_console
+from common.io import atomic_path
+from search.failures import describe_error
 from search.space import select
 
 TRIAL_DIR_PREFIX = "trial_"
+ERROR_SHOWN = 300  # characters of an error shown in the printed table
 STATUS_DONE, STATUS_STOPPED, STATUS_ERROR, STATUS_INTERRUPTED = "done", "stopped", "error", "interrupted"
 
 
@@ -116,7 +118,7 @@ def build_leaderboard(
         row["time_s"] = (
             round(float(hist["time_total_s"].max()), 1) if "time_total_s" in hist and len(hist) else None
         )
-        row["error"] = _error_line(result.error) if result.error is not None else ""
+        row["error"] = describe_error(result.error)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -133,18 +135,18 @@ def total_epochs(histories: Mapping[str, pd.DataFrame]) -> int:
 
 def save_leaderboard(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write the leaderboard as CSV (with the ``rank`` column), atomically."""
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=True))
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=True)
+    return Path(path)
 
 
 def print_leaderboard(
     frame: pd.DataFrame, *, title: str = "Leaderboard", metric: str = "val_acc", limit: int = 30
 ) -> None:
     """Print the leaderboard as a rich table (best ``limit`` rows), the best row highlighted."""
-    from rich.console import Console
     from rich.table import Table
 
-    # A pipe or a log file gets a wide table rather than rich's 80-column default.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = make_console()
     if frame.empty:
         console.print(f"[bold]{title}[/]: no trials")
         return
@@ -156,6 +158,9 @@ def print_leaderboard(
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "error")
     for rank, row in frame.head(limit).iterrows():
         cells = [str(rank)] + [_cell(row[c], c == metric) for c in columns]
+        for i, column in enumerate(columns, start=1):
+            if column == "error" and len(cells[i]) > ERROR_SHOWN:  # the CSV keeps the whole message
+                cells[i] = cells[i][: ERROR_SHOWN - 3] + "..."
         table.add_row(*cells, style="bold green" if rank == 1 else None)
     console.print(table)
     if len(frame) > limit:
@@ -175,11 +180,6 @@ def _trial_id(result: Any) -> str:
         return str(tid)
     # A trial that never reported has no metrics; search.run names its directory trial_<trial_id>.
     return Path(str(result.path)).name.removeprefix(TRIAL_DIR_PREFIX)
-
-
-def _error_line(error: BaseException) -> str:
-    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:200]
 
 
 def _cell(value: Any, is_metric: bool) -> str:

@@ -31,6 +31,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from common.console import make_console
+from common.io import atomic_path, runs_dir
+from common.tracking import tracking_uri
 from search import tracking
 from search.cluster import ray_session, remote_storage, storage_root
 from search.config import (
@@ -39,11 +42,10 @@ from search.config import (
     oof_checks,
     parse_overrides,
     read_config,
-    runs_root,
     set_key,
     valid_keys,
 )
-from search.io import atomic_write
+from search.failures import install_retry_rule
 from search.leaderboard import STATUS_DONE, TRIAL_DIR_PREFIX
 from search.oof_collect import (
     DataFacts,
@@ -129,7 +131,7 @@ def load_oof_config(experiment: str | None, overrides: Sequence[tuple[str, Any]]
     Raises:
         ConfigError: No such search, or an override that would change the models themselves.
     """
-    runs = runs_root()
+    runs = runs_dir()
     known = list_experiments(runs)
     if experiment in (None, "", "latest"):
         if not known:
@@ -187,7 +189,7 @@ def run_oof(
     Raises:
         ValueError: The search has no usable trial, or the chosen models disagree on the folds.
     """
-    runs = runs_root()
+    runs = runs_dir()
     experiment = str(cfg.experiment)
     record = load_record(search_dir(runs, experiment))
     models, checkpoints = _select(cfg, runs, record.ray_path)
@@ -204,7 +206,7 @@ def run_oof(
     if jobs:
         _run_folds(cfg, runs, name, jobs, callbacks)
 
-    tracker, exp_id = _tracker(cfg, runs, record)
+    tracker, exp_id = _tracker(cfg, record)
     outcome = OofOutcome(name, out_dir, tracking_uri=tracker.uri if tracker else None)
     for model in models:
         model_dir = out_dir / model.model_id
@@ -281,10 +283,9 @@ def run_stage(cfg: DictConfig, outcome: Any) -> OofOutcome:
 
 def print_summary(outcome: OofOutcome) -> None:
     """A table of the refit models and where their files are."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = make_console()
     table = Table(title=f"OOF refit: {outcome.experiment}", title_justify="left", header_style="bold")
     for column in ("model", "search", "cv mean", "cv std", "oof acc", "epochs", "status"):
         table.add_column(column, justify="left" if column in ("model", "status") else "right")
@@ -469,6 +470,7 @@ def _run_folds(
         # directory of the same name must not be mistaken for this run's.
         shutil.rmtree(Path(storage) / name, ignore_errors=True)
     resources = {"cpu": float(cfg.resources.cpu), "gpu": float(cfg.resources.gpu)}
+    install_retry_rule()  # max_failures retries crashes, not deterministic errors
     with ray_session(cfg, runs):
         tuner = tune.Tuner(
             tune.with_resources(ray_fold_trial, resources),
@@ -501,14 +503,12 @@ def _fold_dirname(trial: Any) -> str:
     return f"{job['model_id']}-fold{job['fold']}"
 
 
-def _tracker(cfg: DictConfig, runs: Path, record: Any) -> tuple[tracking.Tracker | None, str | None]:
+def _tracker(cfg: DictConfig, record: Any) -> tuple[tracking.Tracker | None, str | None]:
     if not cfg.mlflow.enabled:
         return None, None
-    uri = record.tracking_uri or tracking.tracking_uri(cfg.mlflow.tracking_uri, runs)
+    uri = record.tracking_uri or tracking_uri(cfg.mlflow.tracking_uri)
     tracker = tracking.Tracker(uri)
-    exp_id = record.mlflow_experiment_id or tracking.ensure_experiment(
-        tracker, str(cfg.mlflow.experiment), runs
-    )
+    exp_id = record.mlflow_experiment_id or tracking.ensure_experiment(tracker, str(cfg.mlflow.experiment))
     if exp_id is None:
         log.warning("MLflow at %s is unreachable: the artifacts are written but not logged", uri)
         return None, None
@@ -545,7 +545,10 @@ def _save_leaderboard(outcome: OofOutcome) -> Path:
     ]
     frame = pd.DataFrame(rows)
     outcome.out_dir.mkdir(parents=True, exist_ok=True)
-    return atomic_write(outcome.out_dir / "leaderboard.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    path = outcome.out_dir / "leaderboard.csv"
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
 
 
 def _fmt(value: float | None) -> str:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from common.metrics import accuracy
+from common.tracking import now_ms
 from ensemble.artifacts import META_FILE, read_artifact, write_artifact, write_submission
 from search import tracking
 from search.oof_fold import fold_result_path, read_fold_result
@@ -108,7 +110,7 @@ def collect_model(
                 f"expected ({len(rows)}, {n_classes})"
             )
         stored = saved["val_probs"].astype(dtype)  # score what the artifact will hold
-        scores.append(float((stored.argmax(1) == facts.targets[rows]).mean()))
+        scores.append(accuracy(stored, facts.targets[rows]))
         oof[rows] = saved["val_probs"]
         seen[rows] += 1
         epochs.append(int(saved["epochs"]))
@@ -148,12 +150,12 @@ def collect_model(
             "search_score": model.search_score,
             "refit_epochs": epochs,
             "tta_flip": tta_flip,
-            "oof_accuracy": float((oof_stored.argmax(1) == facts.targets).mean()),
+            "oof_accuracy": accuracy(oof_stored, facts.targets),
         },
     )
     result.fold_scores = scores
     result.cv_mean, result.cv_std = float(np.mean(scores)), float(np.std(scores))
-    result.oof_accuracy = float((oof_stored.argmax(1) == facts.targets).mean())
+    result.oof_accuracy = accuracy(oof_stored, facts.targets)
     result.mlflow_run_id = mlflow_run_id
     if test is not None:
         labels = test.astype(dtype).argmax(1)
@@ -225,7 +227,7 @@ def log_model(tracker: tracking.Tracker, run_id: str, result: ModelResult, prefi
     directory, scores = result.directory, result.fold_scores or []
 
     def log(client: Any) -> None:
-        now = tracking._now_ms()
+        now = now_ms()
         metrics = [Metric(f"{prefix}_fold_acc", s, now, i) for i, s in enumerate(scores)]
         metrics += [
             Metric(f"{prefix}_cv_mean", float(result.cv_mean or 0.0), now, 0),

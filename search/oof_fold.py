@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from search.io import atomic_write
+from common.io import atomic_path, runs_dir
+from common.metrics import accuracy
 from trainables.session import InlineSession
 
 FOLDS_DIR = "folds"
@@ -103,9 +104,7 @@ def job_dir(job: dict[str, Any]) -> Path:
     """Where the fold writes: the model's directory, or this node's staging copy of it for ship jobs."""
     if not job.get("ship"):
         return Path(job["model_dir"])
-    from search.config import runs_root
-
-    return runs_root() / job["staging"]
+    return runs_dir() / job["staging"]
 
 
 def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -146,7 +145,7 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
     test_probs = (
         trainable.predict(None, checkpoint, split="test", tta_flip=tta) if job["predict_test"] else None
     )
-    fold_acc = float((val_probs.argmax(1) == np.asarray(job["val_targets"])).mean())
+    fold_acc = accuracy(val_probs, np.asarray(job["val_targets"]))
     summary = {
         "fold": fold,
         "epochs": int(job["config"]["epochs"]),
@@ -173,8 +172,11 @@ def ray_fold_trial(config: dict[str, Any]) -> None:
     """
     import ray.tune
 
+    from trainables.raytrial import deterministic_errors
+
     job = config["job"]
-    result = run_fold(job, forward=lambda metrics: ray.tune.report(metrics))
+    with deterministic_errors():
+        result = run_fold(job, forward=lambda metrics: ray.tune.report(metrics))
     if not job.get("ship"):
         ray.tune.report({**result, "fold_done": True})
         return
@@ -209,7 +211,9 @@ def fetch_shipped(results: Iterable[Any]) -> list[Path]:
         with result.checkpoint.as_directory() as got:
             src = Path(got) / dest.name
             if src.is_file():
-                written.append(atomic_write(dest, lambda tmp, src=src: shutil.copyfile(src, tmp)))
+                with atomic_path(dest) as tmp:
+                    shutil.copyfile(src, tmp)
+                written.append(dest)
     return written
 
 
@@ -228,7 +232,9 @@ def save_fold_result(
     if test_probs is not None:
         arrays["test_probs"] = np.asarray(test_probs, dtype=np.float32)
     arrays["summary"] = np.frombuffer(json.dumps(summary).encode(), dtype=np.uint8)
-    return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+    return path
 
 
 def read_fold_result(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from search.io import atomic_write  # noqa: E402
+from common.io import atomic_path  # noqa: E402
 from search.space import Dimension  # noqa: E402
 
 STATUS_COLORS = {"done": "#1f77b4", "stopped": "#ff7f0e", "error": "#d62728", "interrupted": "#9467bd"}
@@ -90,8 +90,8 @@ def same_value(a: Any, b: Any) -> bool:
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Write ``fig`` as PNG, atomically, cropped to its content (labels included), and close it."""
     try:
-        return atomic_write(
-            path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight", pad_inches=0.15)
-        )
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight", pad_inches=0.15)
+        return Path(path)
     finally:
         plt.close(fig)

@@ -36,9 +36,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from common.io import atomic_path, atomic_write_text, runs_dir
+from common.metrics import accuracy
 from ensemble.artifacts import find_artifacts, read_artifact
-from search.config import ConfigError, parse_overrides, runs_root, set_key
-from search.io import atomic_write, atomic_write_text
+from search.config import ConfigError, parse_overrides, set_key
 from search.oof import OofOutcome, load_oof_config, oof_dir, print_summary, run_oof
 from search.oof_fold import fold_result_path, read_fold_result
 from search.preflight import preflight
@@ -164,7 +165,7 @@ def run_pseudo(
         FileNotFoundError: No ensemble, or the plain refit (the "before") is missing.
         ValueError: No test row is confident enough.
     """
-    runs = runs_root()
+    runs = runs_dir()
     experiment = str(cfg.experiment)
     source = find_ensemble(runs, experiment, ensemble)
     proba = np.load(source / "test_proba.npy")
@@ -199,7 +200,8 @@ def run_pseudo(
         out / "report.md",
         report_markdown(experiment, source, labels_path, n_added, per_fold, len(proba), honest, comparison),
     )
-    atomic_write(out / "comparison.csv", lambda tmp: comparison.to_csv(tmp))
+    with atomic_path(out / "comparison.csv") as tmp:
+        comparison.to_csv(tmp)
     return PseudoOutcome(labels_path, n_added, per_fold, honest, comparison, refit, report)
 
 
@@ -237,7 +239,9 @@ def _write_labels(
         }
     )
     path = out / PSEUDO_FILE.replace("{fold}", str(fold))
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False)), len(frame)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path, len(frame)
 
 
 def compare(before: Sequence[Any], after: Sequence[Any]) -> pd.DataFrame:
@@ -257,8 +261,8 @@ def compare(before: Sequence[Any], after: Sequence[Any]) -> pd.DataFrame:
         mean_before = np.mean([o.oof.astype(np.float32) for o, _ in pairs], axis=0)
         mean_after = np.mean([n.oof.astype(np.float32) for _, n in pairs], axis=0)
         rows["mean ensemble"] = {
-            "before": float((mean_before.argmax(1) == y).mean()),
-            "after": float((mean_after.argmax(1) == y).mean()),
+            "before": accuracy(mean_before, y),
+            "after": accuracy(mean_after, y),
         }
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "model"

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from search.io import atomic_write_json
+from common.io import atomic_write_json
 
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
@@ -52,7 +52,7 @@ def search_dir(runs: Path, experiment: str) -> Path:
 def save_record(directory: Path, record: SearchRecord) -> None:
     """Write ``state.json`` atomically."""
     record.updated = time.time()
-    atomic_write_json(directory / STATE_FILE, asdict(record))
+    atomic_write_json(directory / STATE_FILE, asdict(record), default=str)
 
 
 def load_record(directory: Path) -> SearchRecord:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from search.config import RESUMABLE_KEYS, ConfigError, load_config, parse_overrides, read_config, runs_root
+from common.io import runs_dir
+from search.config import RESUMABLE_KEYS, ConfigError, load_config, parse_overrides, read_config
 from search.help import HELP_ARGS, usage
 from search.leaderboard import print_leaderboard
 from search.preflight import Preflight, preflight
@@ -88,7 +89,7 @@ def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:
     resume = dict(pairs).get("resume", False)
     if resume in (False, None, "false"):
         return load_config(pairs), False
-    runs = runs_root()
+    runs = runs_dir()
     experiments = list_experiments(runs)
     if resume is True or resume == "true":
         resumable = list_experiments(runs, resumable=True)

@@ -13,11 +13,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from common.io import atomic_write_text, runs_dir
+from common.tracking import tracking_uri
 from search import tracking
 from search.algorithms import make_scheduler, make_searcher, resolve_search_alg, uses_grid_search
 from search.cluster import concurrent_trials, experiment_path, ray_session, storage_root
-from search.config import dimensions, max_epochs, runs_root, save_config, trainable_config
-from search.io import atomic_write_text
+from search.config import dimensions, max_epochs, save_config, trainable_config
+from search.failures import install_retry_rule
 from search.leaderboard import (
     STATUS_ERROR,
     STATUS_INTERRUPTED,
@@ -104,12 +106,15 @@ def run_search(
         FileExistsError: A new search would overwrite an experiment of the same name.
         FileNotFoundError: ``resume`` but there is nothing to resume.
     """
-    runs = runs_root()
+    runs = runs_dir()
     out_dir = search_dir(runs, cfg.experiment)
     record = _open_record(cfg, runs, out_dir, resume)
     _save_skipped(out_dir, checked)
+    audit = None if resume or not cfg.get("leak_audit", False) else leak_audit(cfg, out_dir)
     with ray_session(cfg, runs) as resources:
         tracker, tune_callbacks = _start_tracking(cfg, runs, record, resume)
+        if tracker is not None and audit is not None:
+            tracking.log_metrics(tracker, record.parent_run_id, audit.as_metrics())
         save_record(out_dir, record)
         trainable = _trainable(cfg)
         if resume:
@@ -130,6 +135,29 @@ def run_search(
     if tracker is not None and record.parent_run_id:
         _finish_parent(tracker, record, outcome, cfg)
     return outcome
+
+
+def leak_audit(cfg: DictConfig, out_dir: Path) -> Any:
+    """Do the folds flatter the leaderboard? Fold 0's validation rows against the test rows, in
+    frozen pretrained features (:mod:`trainables.leak_audit`); printed, saved and, with the advice,
+    warned about. An audit that cannot run (no test set, no weights) never stops the search."""
+    from trainables.data import folds_for, load_dataset
+    from trainables.leak_audit import run_leak_audit
+
+    t = cfg.trainable
+    try:
+        ds = load_dataset(t.data, skip_bad=bool(t.get("skip_bad", False)))
+        folds = folds_for(ds, k=int(t.k), seed=int(t.folds_seed), group_pattern=t.group_pattern,
+                          group_column=t.get("group_column"))  # fmt: skip
+        audit = run_leak_audit(ds, folds, fold=int(t.fold) if int(t.fold) >= 0 else 0)
+    except (RuntimeError, ValueError, OSError) as err:
+        log.warning("leak audit skipped: %s", err)
+        return None
+    lines = audit.lines()
+    atomic_write_text(out_dir / "leak_audit.txt", "\n".join(lines) + "\n")
+    for line in lines:
+        (log.warning if audit.verdict == "leak" else log.info)(line)
+    return audit
 
 
 def _save_skipped(out_dir: Path, checked: Preflight | None) -> Path | None:
@@ -177,6 +205,7 @@ def _trainable(cfg: DictConfig) -> Any:
 def _new_tuner(cfg: DictConfig, trainable: Any, callbacks: list[Any], fits: int) -> Any:
     from ray import tune
 
+    install_retry_rule()  # max_failures retries crashes, not deterministic errors
     dims = dimensions(cfg)
     grid = uses_grid_search(cfg)
     # Model-based searchers must not be asked for more trials than can run: each suggestion
@@ -207,7 +236,7 @@ def _new_tuner(cfg: DictConfig, trainable: Any, callbacks: list[Any], fits: int)
         ),
         run_config=tune.RunConfig(
             name=str(cfg.experiment),
-            storage_path=storage_root(cfg, runs_root()),
+            storage_path=storage_root(cfg, runs_dir()),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=int(cfg.checkpoint.num_to_keep)),
             failure_config=tune.FailureConfig(max_failures=int(cfg.max_failures)),
             callbacks=callbacks,
@@ -225,7 +254,7 @@ def _reporter(cfg: DictConfig, dims: dict[str, Any]) -> Any:
         metric=str(cfg.tune.metric),
         mode=str(cfg.tune.mode),
         max_epochs=max_epochs(cfg),
-        progress_dir=runs_root() / "progress" / str(cfg.experiment),
+        progress_dir=runs_dir() / "progress" / str(cfg.experiment),
     )
 
 
@@ -246,9 +275,9 @@ def _start_tracking(
         tracker = tracking.Tracker(record.tracking_uri)
         tracking.reopen_run(tracker, record.parent_run_id)
         return tracker, []  # the trial callback is restored with the Tuner
-    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri, runs)
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
     tracker = tracking.Tracker(uri)
-    exp_id = tracking.ensure_experiment(tracker, str(cfg.mlflow.experiment), runs)
+    exp_id = tracking.ensure_experiment(tracker, str(cfg.mlflow.experiment))
     tags = {
         "space": str(cfg.space),
         "trainable": str(cfg.trainable.name),
@@ -330,8 +359,8 @@ def _finish_parent(
     }
     if outcome.best is not None:
         metrics[f"best_{metric}"] = float(outcome.best[metric])
-    skipped = outcome.out_dir / "skipped.csv"  # trainable.skip_bad: the files left out
-    files = [*outcome.files, outcome.out_dir / CONFIG_FILE, *([skipped] if skipped.exists() else [])]
+    extra = [outcome.out_dir / name for name in ("skipped.csv", "leak_audit.txt")]  # when written
+    files = [*outcome.files, outcome.out_dir / CONFIG_FILE, *(p for p in extra if p.exists())]
     status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(record.status, "FAILED")
     tracking.finish_run(tracker, record.parent_run_id, metrics=metrics, artifacts=files, status=status)
     if not tracker.healthy:

@@ -16,6 +16,8 @@ from typing import Any, Optional, Union
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 # OmegaConf reads typing's Optional/Union, not ``X | None``: hence the noqa on the fields below.
+# A key that takes a word or a number (``grace_period: auto | 3``) is ``Any``: OmegaConf's Union
+# refuses a wrong value with a type hint, where the value check says what to write instead.
 Number = Union[int, float]  # noqa: UP007 - kept as given (1 stays 1, 0.5 stays 0.5)
 
 
@@ -38,7 +40,7 @@ class SchedulerSchema:
     """``scheduler:``: when a trial is stopped early."""
 
     name: str = MISSING
-    grace_period: int = MISSING
+    grace_period: Any = MISSING  # auto or an int >= 1 (an either-or: search.validate's check names both)
     reduction_factor: Number = MISSING
 
 
@@ -84,11 +86,11 @@ class OofSchema:
     select: str = MISSING
     top_k: int = MISSING
     max_per_backbone: Optional[int] = MISSING  # noqa: UP045
-    epochs: Union[int, str] = MISSING  # noqa: UP007 - best, or a number
+    epochs: Any = MISSING  # best or an int >= 1 (an either-or: search.validate's check names both)
     tta_flip: bool = MISSING
     dtype: str = MISSING
     keep_checkpoints: bool = MISSING
-    ship_results: Union[bool, str] = MISSING  # noqa: UP007 - auto, true or false
+    ship_results: Any = MISSING  # auto, true or false (checked in search.validate)
 
 
 @dataclass
@@ -121,6 +123,7 @@ class SearchSchema:
     data: str = MISSING
     experiment: Optional[str] = MISSING  # noqa: UP045
     budget: Optional[str] = MISSING  # noqa: UP045 - a duration with its unit: 90m, 2h
+    leak_audit: bool = MISSING
     trainable: Any = MISSING
     search: dict[str, Any] = field(default_factory=dict)
     tune: TuneSchema = field(default_factory=TuneSchema)
@@ -130,7 +133,7 @@ class SearchSchema:
     mlflow: MlflowSchema = field(default_factory=MlflowSchema)
     checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
     max_failures: int = MISSING
-    resume: Union[bool, str] = MISSING  # noqa: UP007 - true, false or an experiment's name
+    resume: Any = MISSING  # true, false or an experiment's name (checked in search.validate)
     stages: list[str] = MISSING
     oof: OofSchema = field(default_factory=OofSchema)
     ensemble: EnsembleSchema = field(default_factory=EnsembleSchema)

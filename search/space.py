@@ -22,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from ray import tune
 
+from common.errors import DeterministicError
+
 # name -> (argument shape, meaning); the shapes are checked by Dimension.parse.
 DISTRIBUTIONS: dict[str, str] = {
     "grid": "[v1, v2, ...]: every value is tried (a grid over all grid keys)",
@@ -39,7 +41,7 @@ _FLOAT = ("uniform", "quniform", "loguniform", "qloguniform")
 _INT = ("randint", "qrandint", "lograndint")
 
 
-class SpaceError(ValueError):
+class SpaceError(DeterministicError, ValueError):
     """A ``search:`` entry or a point to evaluate is malformed; the message says which and why."""
 
 

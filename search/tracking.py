@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +19,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from common.tracking import get_or_create_experiment, is_finite, now_ms, param_value
+from search.failures import describe_error
 from search.space import flatten
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,6 @@ _MAX_BACKLOG = 20_000
 # loop must not stall that long. Users can still set these themselves.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
-def tracking_uri(configured: str | None, runs: Path) -> str:
-    """Where runs are stored: the config's value, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<runs>/mlflow.db``."""
-    return (
-        configured
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{Path(runs).resolve() / 'mlflow.db'}"
-    )
-
-
-def is_local_store(uri: str) -> bool:
-    """Whether the store is a file MLflow writes itself (sqlite, a folder), not a tracking server."""
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 class Tracker:
@@ -148,24 +135,13 @@ class Tracker:
             )
 
 
-def ensure_experiment(tracker: Tracker, name: str, runs: Path) -> str | None:
-    """The id of MLflow experiment ``name``, created if needed.
-
-    A local store gets its artifacts under ``<runs>/mlartifacts`` rather than ``./mlruns`` in
-    whatever directory the command ran from; a server decides for itself.
+def ensure_experiment(tracker: Tracker, name: str) -> str | None:
+    """The id of MLflow experiment ``name``, created if needed (:func:`common.tracking.get_or_create_experiment`).
 
     Returns:
         The experiment id, or None when the store is unreachable.
     """
-
-    def get_or_create(client: Any) -> str:
-        exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        location = (Path(runs).resolve() / "mlartifacts").as_uri() if is_local_store(tracker.uri) else None
-        return client.create_experiment(name, artifact_location=location)
-
-    return tracker.call(get_or_create, queue=False)
+    return tracker.call(lambda client: get_or_create_experiment(client, name, tracker.uri), queue=False)
 
 
 def start_parent_run(
@@ -190,6 +166,16 @@ def reopen_run(tracker: Tracker, run_id: str) -> None:
     tracker.call(lambda c: c.update_run(run_id, status="RUNNING"))
 
 
+def log_metrics(tracker: Tracker, run_id: str | None, metrics: Mapping[str, float]) -> None:
+    """Log finite metrics to a run now (queued and replayed if the store is down)."""
+    from mlflow.entities import Metric
+
+    now = now_ms()
+    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if is_finite(v)]
+    if run_id and values:
+        tracker.call(lambda c: c.log_batch(run_id, metrics=values))
+
+
 def finish_run(
     tracker: Tracker,
     run_id: str,
@@ -201,8 +187,8 @@ def finish_run(
     """Log the final metrics and artifact files of a run, then close it with ``status``."""
     from mlflow.entities import Metric
 
-    now = _now_ms()
-    values = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if _is_finite(v)]
+    now = now_ms()
+    values = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if is_finite(v)]
     if values:
         tracker.call(lambda c: c.log_batch(run_id, metrics=values))
     for path in artifacts:
@@ -265,11 +251,11 @@ class MlflowTrialCallback(Callback):
 
         tid, config = trial.trial_id, dict(trial.config)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        now = _now_ms()
+        now = now_ms()
         values = [
             Metric(key, float(value), now, step)
             for key, value in result.items()
-            if key not in _NOT_METRICS and _is_finite(value)
+            if key not in _NOT_METRICS and is_finite(value)
         ]
         if values:
             self.tracker.call(lambda c: c.log_batch(self._child(c, tid, config), metrics=values))
@@ -330,7 +316,7 @@ class MlflowTrialCallback(Callback):
         def finish(client: Any) -> None:
             run_id = self._child(client, tid, config)
             history = client.get_metric_history(run_id, self.metric)
-            now, metrics, tags = _now_ms(), [], [RunTag("status", status.lower())]
+            now, metrics, tags = now_ms(), [], [RunTag("status", status.lower())]
             if history:
                 pick = max if self.mode == "max" else min
                 best = pick(history, key=lambda m: m.value)
@@ -354,28 +340,14 @@ def _log_params(client: Any, run_id: str, config: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
     # MLflow caps a param value's length; configs are short, but a long path must not fail the call.
-    params = [Param(key, _short(value)) for key, value in sorted(flatten(config).items())]
+    params = [Param(key, param_value(value)) for key, value in sorted(flatten(config).items())]
     for i in range(0, len(params), 100):  # log_batch takes at most 100 params per call
         client.log_batch(run_id, params=params[i : i + 100])
 
 
-def _short(value: Any, limit: int = 6000) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _first_line(trial: Any) -> str:
     try:
-        err = trial.get_error()
+        err = trial.get_pickled_error() or trial.get_error()
     except Exception:
         return "error"
-    text = str(err or "error").strip().splitlines()
-    return (text[-1] if text else "error")[:500]
-
-
-def _is_finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return (describe_error(err) or "error")[:500]

@@ -21,6 +21,11 @@ SEARCH_ALGS = ("auto", "grid", "random", "tpe", "gp", "cmaes")
 SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 
 
+def _is_int(x: Any) -> bool:
+    """An int and not a bool (an ``Any`` key such as ``grace_period`` may hold either)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _raise_first(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
@@ -54,7 +59,11 @@ def validate(cfg: DictConfig) -> None:
                 tune.time_budget_s is None or tune.time_budget_s > 0,
                 "tune.time_budget_s must be null or seconds > 0",
             ),
-            (sched.grace_period >= 1, "scheduler.grace_period must be >= 1"),
+            (
+                sched.grace_period == "auto" or (_is_int(sched.grace_period) and sched.grace_period >= 1),
+                f"scheduler.grace_period={sched.grace_period!r}: use auto (one epoch past the "
+                "trainable's warmup) or an integer >= 1",
+            ),
             (sched.reduction_factor > 1, "scheduler.reduction_factor must be > 1"),
             (res.cpu > 0, "resources.cpu must be > 0 (fractions are fine)"),
             (res.gpu >= 0, "resources.gpu must be >= 0 (fractions are fine)"),
@@ -84,7 +93,7 @@ def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
             "oof.max_per_backbone must be null or an integer >= 1",
         ),
         (
-            oof.epochs == "best" or (isinstance(oof.epochs, int) and oof.epochs >= 1),
+            oof.epochs == "best" or (_is_int(oof.epochs) and oof.epochs >= 1),
             f"oof.epochs={oof.epochs!r}: use best (the search's best epoch per trial) or a number >= 1",
         ),
         (oof.dtype in ("float16", "float32"), f"oof.dtype={oof.dtype!r}: use float16 or float32"),

@@ -9,8 +9,8 @@ Layout of one directory:
   metric history, readable without torch.
 
 A directory is written under a temporary name next to where it will live and renamed by the
-session, so it is whole or absent; each file inside is also written to a temp name, then
-``os.replace``-d.
+session, so it is whole or absent; each file inside is also written atomically
+(:func:`common.io.atomic_path`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from common.io import atomic_path, atomic_write_json
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
@@ -54,11 +56,11 @@ def save_checkpoint(
         ``directory`` as a Path.
     """
     directory = Path(directory)
-    _atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, directory / MODEL_FILE)
-    _atomic_torch_save(train_state, directory / STATE_FILE)
-    tmp = directory / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, allow_nan=True))
-    os.replace(tmp, directory / META_FILE)
+    with atomic_path(directory / MODEL_FILE) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    with atomic_path(directory / STATE_FILE) as tmp:
+        torch.save(train_state, tmp)
+    atomic_write_json(directory / META_FILE, meta, indent=1, sort_keys=False, allow_nan=True)
     return directory
 
 
@@ -82,9 +84,3 @@ def load_model_state(directory: str | os.PathLike[str]) -> dict[str, torch.Tenso
 def load_train_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The optimizer/scheduler/scaler/epoch/RNG state saved in a checkpoint directory."""
     return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

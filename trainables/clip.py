@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.metrics import classification_metrics
 from trainables.augment import build_mixer
 from trainables.base import PredictRequest, TrainableBase
 from trainables.checkpoint import load_model_state
@@ -61,7 +62,7 @@ from trainables.clip_model import (  # noqa: E402,F401
 )
 from trainables.config import COMMON_DEFAULTS
 from trainables.driver import Trial
-from trainables.engine import Batcher, classification_metrics, device_batches, predict_proba, soft_or_hard_ce
+from trainables.engine import Batcher, device_batches, predict_proba, soft_or_hard_ce
 from trainables.loader import EpochSampler
 from trainables.prompts import prompt_templates
 from trainables.registry import register_trainable

@@ -14,7 +14,7 @@ skip_bad            ``False``                  skip rows whose image file is mis
 fold                ``0``                      validation fold; ``-1``/``None`` trains on every row, no validation (refits)
 k                   ``5``                      number of folds
 folds_seed          ``0``                      seed of the fold assignment
-group_pattern       ``None``                   regex whose first group is the leakage group of an image path
+group_pattern       ``"auto"``                 leakage groups from file names: ``auto`` = file-name families (photo-1, photo-2, ...) when they look like groups; ``none`` = every row alone; ``sketchy`` or a regex
 group_column        ``None``                   train.csv column naming the leakage group (e.g. ``person``); wins over ``group``/``group_pattern``
 backbone            ``"tf_efficientnet_lite0"`` any ``timm`` model name
 pretrained          ``True``                   builtin offline weights if the backbone has them, else timm's hub
@@ -48,6 +48,7 @@ aug.mix_alpha       ``1.0``                    Beta(alpha, alpha) of the mixing 
 aug.balance         ``True``                   fill short classes up to the largest with copies (the reference's balancing)
 aug.randaug_balance ``False``                  fill copies are RandAugment-style augmented, not flipped (implies balance)
 aug.del_flip        ``False``                  drop the training rows the data layer marked duplicate
+aug.object_split    ``False``                  add each object of a multi-object training sketch as an extra row (never validation)
 targets.factors     ``None``                   ``None``: one softmax over the classes. A list of factors the classes split into (below)
 targets.heads       ``"factors"``              with factors: ``factors`` (one head per factor, recombined) or ``classes`` (one
                                                softmax over the classes; the factors only add per-factor metrics)
@@ -84,6 +85,7 @@ AUG_DEFAULTS: dict[str, Any] = {
     "balance": True,
     "randaug_balance": False,
     "del_flip": False,
+    "object_split": False,
 }
 
 TARGETS_DEFAULTS: dict[str, Any] = {
@@ -103,7 +105,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "fold": 0,
     "k": 5,
     "folds_seed": 0,
-    "group_pattern": None,
+    "group_pattern": "auto",
     "group_column": None,
     "pretrained_path": None,
     "pseudo_labels": None,

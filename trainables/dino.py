@@ -46,13 +46,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.metrics import classification_metrics
 from trainables.augment import FLIP_COPY, build_mixer, edge_map
 from trainables.base import PredictRequest, TrainableBase
 from trainables.checkpoint import load_model_state
 from trainables.config import COMMON_DEFAULTS
 from trainables.dino_model import DinoClassifier, build_dino_model, load_backbone_file  # noqa: F401
 from trainables.driver import Trial
-from trainables.engine import Batcher, classification_metrics, device_batches, predict_proba, soft_or_hard_ce
+from trainables.engine import Batcher, device_batches, predict_proba, soft_or_hard_ce
 from trainables.features import cached_features
 from trainables.heads import HEADS, POOLS
 from trainables.loader import EpochSampler
@@ -91,7 +92,7 @@ _ARCH_KEYS = (
     "aug.edge",
 )
 # Random per-sample image augmentation: the frozen part must then run on every step.
-_IMAGE_AUGS = ("sketch_ab", "randaug_balance")
+_IMAGE_AUGS = ("sketch_ab", "randaug_balance", "object_split")  # object crops have no cached features
 _IN_MEMORY_BYTES = 2 << 30  # cached features up to this size are read into memory once per trial
 
 

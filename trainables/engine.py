@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from torch import nn
@@ -189,16 +188,3 @@ def _batches(
             if tta_flip:
                 probs = (probs + to_probs(model(x.flip(3)))) / 2
         yield probs
-
-
-def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """``val_acc``, macro ``val_f1`` (over classes present) and ``val_loss`` (NLL, no smoothing)."""
-    if len(labels) == 0:
-        return {"val_acc": float("nan"), "val_f1": float("nan"), "val_loss": float("nan")}
-    pred = probs.argmax(axis=1)
-    picked = probs[np.arange(len(labels)), labels]
-    return {
-        "val_acc": float((pred == labels).mean()),
-        "val_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
-        "val_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
-    }

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 
+from common.metrics import accuracy
+
 log = logging.getLogger(__name__)
 
 
@@ -229,7 +231,7 @@ class Factorisation:
         out = {}
         for f, marginal in enumerate(self.marginals(probs)):
             truth = self.codes[labels, f]
-            out[f"{prefix}acc_{self.factors[f].name}"] = float((marginal.argmax(axis=1) == truth).mean())
+            out[f"{prefix}acc_{self.factors[f].name}"] = accuracy(marginal, truth)
         return out
 
     # -- persistence --------------------------------------------------------------------------------

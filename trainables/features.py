@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from common.io import atomic_path, atomic_write_json, runs_dir
 from trainables.data import Dataset, decoded_images
-from trainables.data._io import atomic_path, file_lock, read_json, runs_dir, short_hash, write_json_atomic
+from trainables.data._io import file_lock, read_json, short_hash
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def _build(
         del out  # unmap before the rename
     _count("computed", n)
     seconds = time.perf_counter() - start
-    write_json_atomic(
+    atomic_write_json(
         path.with_suffix(".json"),
         {
             "spec": dict(spec),

@@ -12,8 +12,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from common.errors import DeterministicError
 
-class ConfigError(ValueError):
+
+class ConfigError(DeterministicError, ValueError):
     """The config, a space file or an override is wrong; the message says what to do."""
 
 

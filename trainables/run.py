@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out
     if out is None:
-        from trainables.data import runs_dir
+        from common.io import runs_dir
 
         out = runs_dir() / "inline" / time.strftime("%Y%m%d-%H%M%S")
     session = InlineSession(out)

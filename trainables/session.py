@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
+from common.io import atomic_write_json, runs_dir
+
 CHECKPOINT_PREFIX = "checkpoint_"
 _TABLE_KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr", "img_per_s")
 
@@ -82,7 +84,7 @@ class InlineSession:
                 self._printed_header = True
             self._print(_row([metrics.get(k) for k in _TABLE_KEYS]))
         self.history.append(metrics)
-        _write_json_atomic(self.out_dir / "metrics.json", self.history)
+        atomic_write_json(self.out_dir / "metrics.json", self.history, indent=1, sort_keys=False, allow_nan=True)
         if checkpoint_dir is not None:
             dest = self.out_dir / f"{CHECKPOINT_PREFIX}{int(metrics.get('epoch', len(self.history))):04d}"
             if dest.exists():
@@ -151,9 +153,7 @@ class RaySession:
 
 def progress_path(experiment: str, trial_id: str) -> Path:
     """Where a Ray trial records its progress inside the current epoch (read by ``search.progress``)."""
-    from trainables.data import runs_dir
-
-    return Path(runs_dir()) / "progress" / experiment / f"{trial_id}.json"
+    return runs_dir() / "progress" / experiment / f"{trial_id}.json"
 
 
 def write_progress(path: Path, epoch: int, done: int, total: int) -> None:
@@ -196,9 +196,3 @@ def _row(values: Any, header: bool = False) -> str:
         else:
             cells.append(f"{value:>10.4f}")
     return " ".join(cells)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    os.replace(tmp, path)

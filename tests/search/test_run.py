@@ -21,7 +21,8 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
-from search.config import load_config, runs_root
+from common.io import runs_dir
+from search.config import load_config
 from search.records import load_record, search_dir
 from search.run import main
 from search.runner import run_search
@@ -88,7 +89,7 @@ def test_search_ranks_trials_stops_the_weak_one_and_logs_to_mlflow(
     ]
     assert main(argv) == 0
 
-    out = search_dir(runs_root(), "e2e-asha")
+    out = search_dir(runs_dir(), "e2e-asha")
     board = pd.read_csv(out / "leaderboard.csv", index_col="rank")
     assert list(board.columns[:2]) == ["trial_id", "lr"] and len(board) == 2
     good, weak = board.set_index("lr").loc[3e-3], board.set_index("lr").loc[1e-9]
@@ -215,7 +216,7 @@ def test_kill_the_driver_then_resume_loses_and_restarts_nothing(
         stderr=subprocess.STDOUT,
         start_new_session=True,  # the driver's local Ray lives in this session; kill_session ends it all
     )
-    ray_dir = runs_root() / "ray" / name
+    ray_dir = runs_dir() / "ray" / name
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not _checkpoint_in_saved_state(ray_dir):
@@ -239,7 +240,7 @@ def test_kill_the_driver_then_resume_loses_and_restarts_nothing(
         assert sorted(set(seen)) == list(range(1, epochs + 1)), f"{trial.name} did not finish: {seen}"
         if before.get(trial.name):
             assert seen.count(1) == 1, f"{trial.name} restarted from zero after the resume: {seen}"
-    record = load_record(search_dir(runs_root(), name))
+    record = load_record(search_dir(runs_dir(), name))
     assert record.resumes == 1 and record.status == "finished"
     children = _children(MlflowClient(uri), record.parent_run_id)
     assert len(children) == samples, "the resume created new MLflow child runs instead of continuing them"
@@ -255,7 +256,7 @@ def test_a_dead_tracking_store_costs_a_warning_not_the_search(
     dead = Tracker(f"http://127.0.0.1:{free_port()}")
     with caplog.at_level(logging.WARNING, logger="search.tracking"):
         start = time.monotonic()
-        assert ensure_experiment(dead, "x", tmp_path) is None
+        assert ensure_experiment(dead, "x") is None
         assert dead.call(lambda c: c.search_experiments()) is None
         assert dead.call(lambda c: c.search_experiments()) is None  # cooling down: not even tried
     assert time.monotonic() - start < 30
@@ -308,5 +309,5 @@ def test_joins_a_running_ray_cluster(
     output = driver.stdout + driver.stderr
     assert driver.returncode == 0, output[-3000:]
     assert "Connected to Ray cluster" in output and "Started a local Ray instance" not in output
-    board = pd.read_csv(search_dir(runs_root(), "e2e-join") / "leaderboard.csv")
+    board = pd.read_csv(search_dir(runs_dir(), "e2e-join") / "leaderboard.csv")
     assert list(board.status) == ["done"]

@@ -204,7 +204,7 @@ def test_clip_space_runs_a_tiny_search_under_ray(tiny_data: Path, ray_session: A
     """spaces/clip.yaml under search.run with test-clip: CE and contrastive trials, zero-shot epoch 0 reported."""
     import pandas as pd
 
-    from search.config import runs_root
+    from common.io import runs_dir
     from search.records import search_dir
     from search.run import main
 
@@ -225,15 +225,15 @@ def test_clip_space_runs_a_tiny_search_under_ray(tiny_data: Path, ray_session: A
         "verbose=0",
     ]
     assert main(argv) == 0
-    board = pd.read_csv(search_dir(runs_root(), "clip-tiny") / "leaderboard.csv")
+    board = pd.read_csv(search_dir(runs_dir(), "clip-tiny") / "leaderboard.csv")
     assert len(board) == 2 and set(board["loss"]) == {"ce", "contrastive"}
     assert (board["status"] == "done").all()
-    results = sorted((runs_root() / "ray").glob("clip-tiny*/**/result.json"))
+    results = sorted((runs_dir() / "ray").glob("clip-tiny*/**/result.json"))
     assert len(results) == 2
     for result in results:
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines() if line.strip()]
         assert epochs == [0, 1]
-    checkpoints = sorted((runs_root() / "ray").glob("clip-tiny*/**/checkpoint_*/meta.json"))
+    checkpoints = sorted((runs_dir() / "ray").glob("clip-tiny*/**/checkpoint_*/meta.json"))
     probs = create_trainable("clip").predict(None, checkpoints[-1].parent, split="test")
     assert probs.shape == (TINY_TEST_ROWS, TINY_CLASSES)
 

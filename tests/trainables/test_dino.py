@@ -249,7 +249,7 @@ def test_dino_space_runs_a_tiny_search_under_ray(tiny_data: Path, ray_session: A
     """spaces/dino.yaml under search.run with test_vit: a linear and an attention head, one epoch each."""
     import pandas as pd
 
-    from search.config import runs_root
+    from common.io import runs_dir
     from search.records import search_dir
     from search.run import main
 
@@ -271,10 +271,10 @@ def test_dino_space_runs_a_tiny_search_under_ray(tiny_data: Path, ray_session: A
         "verbose=0",
     ]
     assert main(argv) == 0
-    board = pd.read_csv(search_dir(runs_root(), "dino-tiny") / "leaderboard.csv")
+    board = pd.read_csv(search_dir(runs_dir(), "dino-tiny") / "leaderboard.csv")
     assert len(board) == 2 and set(board["head"]) == {"linear", "attention"}
     assert (board["status"] == "done").all()
-    checkpoints = sorted((runs_root() / "ray").glob("dino-tiny*/**/checkpoint_*/meta.json"))
+    checkpoints = sorted((runs_dir() / "ray").glob("dino-tiny*/**/checkpoint_*/meta.json"))
     assert checkpoints, "no trial checkpoint in the Ray storage"
     probs = create_trainable("dino").predict(None, checkpoints[0].parent, split="test")
     assert probs.shape == (TINY_TEST_ROWS, TINY_CLASSES)

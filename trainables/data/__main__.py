@@ -1,15 +1,29 @@
-"""Command line of the data layer.
+"""Command line of the data layer: check a dataset, cache its images, make its folds, audit them.
 
-Usage::
+Commands::
 
-    python -m trainables.data folds   <data> [--k 5] [--seed 0] [--group-pattern RE | --group-column COL] [--out folds.csv]
-    python -m trainables.data inspect <data> [--out DIR]
-    python -m trainables.data cache   <data> [--size 128] [--split train test]
-    python -m trainables.data check   <data>
+    check    Validate every file; print the summary, the leakage groups found and the leak audit.
+    folds    Assign group-aware stratified folds, write them as CSV; print the groups and the leak audit.
+    cache    Build (or find) the decoded image cache.
+    inspect  Write the EDA report (PNG plots + report.md).
 
-``<data>`` is ``synthetic`` or ``synthetic-factors`` (the built-in sets) or a dataset folder. ``--skip-bad`` drops missing
-or corrupt files instead of stopping on them. Exit status: 0 done, 2 bad input (the message
-says what and how to fix it).
+Examples::
+
+    python -m trainables.data check  /data/sketchy125
+    python -m trainables.data folds  /data/sketchy125 --k 5 --seed 0 --out folds.csv
+    python -m trainables.data folds  synthetic --group-pattern none --no-audit
+    python -m trainables.data folds  /data/faces --group-column person
+    python -m trainables.data cache  /data/sketchy125 --size 128 --split train test
+    python -m trainables.data inspect synthetic --out runs/reports/eda
+
+``<data>`` is ``synthetic`` or ``synthetic-factors`` (the built-in sets) or a dataset folder.
+Leakage groups: a ``group`` column or ``--group-column`` wins; else ``--group-pattern auto``
+(default) finds file-name families (``photo-1``, ``photo-2``, ...) when they look like groups;
+``none`` keeps every row alone; ``sketchy`` or a regex names them. The leak audit (frozen
+ImageNet features: are validation rows closer to training than to the test set?) needs torch and
+the offline Lite0 weights; ``--no-audit`` skips it. ``--skip-bad`` drops missing or corrupt
+files instead of stopping on them. Exit status: 0 done, 2 bad input (the message says what and
+how to fix it).
 """
 
 from __future__ import annotations
@@ -19,10 +33,13 @@ import logging
 import sys
 import warnings
 
+import pandas as pd
+
 from ._cache import cache_path, cache_stats, decoded_images
 from ._dataset import Dataset, load_dataset
 from ._errors import BadDataError, DataFormatError
-from ._folds import GROUP_PATTERNS, folds_for, write_folds
+from ._folds import folds_for, write_folds
+from ._groups import AUTO, GROUP_PATTERNS, describe_grouping, resolve_groups
 from ._inspect import inspect_dataset
 
 
@@ -49,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainables.data", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(
+        prog="python -m trainables.data",
+        description=doc.split("\n\n")[0],
+        epilog=doc[doc.index("Examples::") :].replace("Examples::", "examples:").replace("``", "'"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     def command(name: str, help_: str, run) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
         p = sub.add_parser(name, help=help_, description=help_)
@@ -62,33 +85,47 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    p = command("folds", "Assign group-aware stratified folds and write them as CSV.", _folds)
-    p.add_argument("--k", type=int, default=5, help="number of folds (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
-    p.add_argument(
-        "--group-pattern",
-        default=None,
-        help="regex over file names whose group 'group' (or first group) is the leakage group; "
-        f"or a name: {', '.join(f'{k} = {v}' for k, v in GROUP_PATTERNS.items())}",
+    p = command(
+        "check",
+        "Validate every file; print the summary, the leakage groups found and the leak audit.",
+        _check,
     )
-    p.add_argument(
-        "--group-column", default=None, help="train.csv column naming the leakage group (e.g. a person id)"
-    )
+    _fold_options(p)
+    p = command(
+        "folds", "Assign group-aware stratified folds and write them as CSV; print groups and the leak audit.",
+        _folds,
+    )  # fmt: skip
+    _fold_options(p)
     p.add_argument("--no-dedup", action="store_true", help="do not group near-duplicate copies")
     p.add_argument(
         "--drop-duplicates", action="store_true", help="leave out all but one image of each duplicate set"
     )
     p.add_argument("--out", default=None, help="CSV to write (default: the cache under runs/folds/)")
 
-    p = command("inspect", "Write the EDA report (PNG plots + report.md).", _inspect)
-    p.add_argument("--out", default=None, help="output folder (default runs/reports/<name>-<fingerprint>)")
-
     p = command("cache", "Build (or find) the decoded image cache.", _cache)
     p.add_argument("--size", type=int, default=128, help="side of the square images (default 128)")
     p.add_argument("--split", nargs="+", default=["train", "test"], choices=["train", "test"])
 
-    command("check", "Check every file and print the dataset's summary and fingerprint.", _check)
+    p = command("inspect", "Write the EDA report (PNG plots + report.md).", _inspect)
+    p.add_argument("--out", default=None, help="output folder (default runs/reports/<name>-<fingerprint>)")
     return parser
+
+
+def _fold_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument(
+        "--group-pattern",
+        default=AUTO,
+        help="leakage groups from file names: 'auto' (default: file-name families such as photo-1, "
+        "photo-2 when they look like groups), 'none' (every row alone), a regex whose group 'group' "
+        f"(or first group) is the key, or a name: {', '.join(f'{k} = {v}' for k, v in GROUP_PATTERNS.items())}",
+    )
+    p.add_argument(
+        "--group-column", default=None, help="train.csv column naming the leakage group (e.g. a person id)"
+    )
+    p.add_argument("--no-audit", action="store_true", help="skip the leak audit (needs torch; ~1 min cold)")
+    p.add_argument("--audit-fold", type=int, default=0, help="the fold the leak audit checks (default 0)")
 
 
 def _folds(ds: Dataset, args: argparse.Namespace) -> int:
@@ -106,12 +143,34 @@ def _folds(ds: Dataset, args: argparse.Namespace) -> int:
     print(
         f"{path}: {len(df)} rows, {df['group'].nunique()} groups, {df.attrs.get('duplicate_sets', 0)} duplicate set(s)"
     )
+    _print_grouping(df)
     if len(sizes) <= 10:
         print("fold sizes: " + ", ".join(f"{f}: {n}" for f, n in sizes.items()))
     else:
         print(f"fold sizes: {sizes.min()} to {sizes.max()} rows over {len(sizes)} folds")
     print(f"folds hash: {df.attrs['hash']}  data fingerprint: {ds.fingerprint}")
+    _audit(ds, df, args)
     return 0
+
+
+def _print_grouping(df: pd.DataFrame) -> None:
+    grouping = df.attrs.get("grouping")
+    if grouping:  # folds cached before the grouping was recorded have none
+        print(describe_grouping(grouping))
+
+
+def _audit(ds: Dataset, folds: pd.DataFrame, args: argparse.Namespace) -> None:
+    if args.no_audit:
+        return
+    try:
+        # Imported here: the audit needs torch and timm, the rest of the data layer does not.
+        from trainables.leak_audit import run_leak_audit
+
+        audit = run_leak_audit(ds, folds, fold=args.audit_fold)
+    except (ImportError, RuntimeError) as exc:
+        print(f"leak audit skipped: {exc}")
+        return
+    print("\n".join(audit.lines()))
 
 
 def _inspect(ds: Dataset, args: argparse.Namespace) -> int:
@@ -134,6 +193,12 @@ def _check(ds: Dataset, args: argparse.Namespace) -> int:
     print(ds)
     for path, reason in ds.skipped:
         print(f"skipped {path}: {reason}")
+    if args.no_audit:
+        print(describe_grouping(resolve_groups(ds, args.group_pattern, args.group_column).summary()))
+        return 0
+    folds = folds_for(ds, args.k, args.seed, args.group_pattern, group_column=args.group_column)
+    _print_grouping(folds)
+    _audit(ds, folds, args)
     return 0
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from common.io import atomic_path, atomic_write_json, runs_dir
+
 from ._dataset import Dataset
 from ._errors import BadDataError
 from ._images import load_square
-from ._io import atomic_path, default_workers, file_lock, read_json, runs_dir, write_json_atomic
+from ._io import default_workers, file_lock, read_json
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ def _build(path: Path, files: list[str], size: int, ds: Dataset, split: str, wor
         del out  # unmap before the rename
         _count("decoded", len(files))
         seconds = time.perf_counter() - start
-        write_json_atomic(
+        atomic_write_json(
             path.with_suffix(".json"),
             {
                 "dataset": ds.name,

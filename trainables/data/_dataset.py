@@ -31,9 +31,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from common.io import atomic_write_json, runs_dir
+
 from ._errors import BadDataError, DataFormatError, listing
 from ._images import IMAGE_EXTENSIONS, check_image
-from ._io import default_workers, read_json, runs_dir, short_hash, write_json_atomic
+from ._io import default_workers, read_json, short_hash
 from ._synthetic import ensure_synthetic
 from ._synthetic_factors import ensure_synthetic_factors
 
@@ -400,7 +402,7 @@ def _file_verdicts(paths: list[str], workers: int | None) -> tuple[list[str], li
         ):
             reasons[i], digests[i] = reason or "", digest
     if not any(reasons):  # a failed check leaves nothing behind; the user fixes the files and reruns
-        write_json_atomic(memo, {"reasons": reasons, "digests": digests})
+        atomic_write_json(memo, {"reasons": reasons, "digests": digests})
     return reasons, digests
 
 

@@ -4,7 +4,7 @@ Each image gets a perceptual hash (``imagehash.phash``, a DCT of the 32x32 grays
 itself and of its mirror image. Hashes see the letterboxed cache image, so a resized copy (same
 aspect) hashes like its original, and comparing one image's hash with the other's mirror hash
 catches horizontal flips. Pairs within ``max_distance`` bits are joined, and sets are the
-connected components (union-find), so a copy of a copy lands in the same set.
+connected components (scipy's ``connected_components``), so a copy of a copy lands in the same set.
 """
 
 from __future__ import annotations
@@ -100,23 +100,29 @@ def find_duplicates(
     """
     plain, mirror = hash_images(ds)
     labels = ds.train["target"].to_numpy() if labels is None else np.asarray(labels)
-    parent = np.arange(len(plain))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return int(i)
-
+    pairs = [np.empty((0, 2), dtype=np.int64)]
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
-        for a, b in close_pairs(plain[rows], mirror[rows], max_distance):
-            ra, rb = root(rows[a]), root(rows[b])
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    sets: dict[int, list[int]] = {}
-    for i in range(len(parent)):
-        sets.setdefault(root(i), []).append(i)
-    found = sorted((members for members in sets.values() if len(members) > 1), key=lambda m: m[0])
+        pairs.append(rows[close_pairs(plain[rows], mirror[rows], max_distance)])
+    found = duplicate_sets(np.concatenate(pairs), len(plain))
     log.info("found %d near-duplicate set(s) covering %d rows", len(found), sum(map(len, found)))
     return found
+
+
+def duplicate_sets(pairs: np.ndarray, n: int) -> list[list[int]]:
+    """The connected components of ``n`` rows joined by ``(P, 2)`` ``pairs`` that have two rows or more.
+
+    Returns:
+        Sets of row numbers, each sorted, ordered by their first row.
+    """
+    # Imported here: scipy.sparse costs ~0.3 s, and most processes only read cached folds.
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component)
+    # A stable sort by component keeps each set's rows ascending; sets then go by their first row.
+    order = np.argsort(component, kind="stable")
+    sets = [rows.tolist() for rows in np.split(order, np.cumsum(sizes)[:-1]) if len(rows) > 1]
+    return sorted(sets, key=lambda members: members[0])

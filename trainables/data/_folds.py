@@ -1,8 +1,9 @@
 """Group-aware stratified K-fold: copies and re-drawings of one source never straddle a fold boundary.
 
 A row's group comes from, in order: the train.csv column named by ``group_column`` (e.g. the
-person of a face photo); a ``group`` column in train.csv; else ``group_pattern`` (a regex over
-the file name); else the row alone. Near-duplicate sets (flipped or resized copies,
+person of a face photo); a ``group`` column in train.csv; else ``group_pattern``: by default
+``"auto"``, file-name families found without being told (see ``_groups``), or a regex over the
+file name, or ``"none"``: the row alone. Near-duplicate sets (flipped or resized copies,
 see ``_dedup``) then merge the groups they touch. scikit-learn's ``StratifiedGroupKFold``
 assigns whole groups to folds while keeping class proportions close to the whole set's.
 """
@@ -11,108 +12,31 @@ from __future__ import annotations
 
 import logging
 import operator
-import re
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from common.io import atomic_path, atomic_write_json, runs_dir
+
 from ._dataset import Dataset
 from ._dedup import DEFAULT_MAX_DISTANCE, find_duplicates
 from ._errors import DataFormatError, listing
-from ._io import atomic_path, file_lock, read_json, runs_dir, short_hash, write_json_atomic
+from ._groups import AUTO, AUTO_GROUPS_VERSION, NONE, describe_grouping, normalize_pattern, resolve_groups
+from ._io import file_lock, read_json, short_hash
 
 log = logging.getLogger(__name__)
 
-# Sketchy file names are <wnid>_<photo>-<k>: sketches of one photo by different people.
-SKETCHY_GROUP_PATTERN = r"^(?P<group>.+)-\d+$"
-# Names accepted in place of a regex (e.g. ``group_pattern: sketchy`` in a config).
-GROUP_PATTERNS = {"sketchy": SKETCHY_GROUP_PATTERN}
 FOLD_COLUMNS = ["image_path", "target", "group", "fold", "duplicate", "duplicate_of", "row"]
 _FOLDS_VERSION = 1
-
-
-def base_groups(ds: Dataset, group_pattern: str | None = None, group_column: str | None = None) -> pd.Series:
-    """The group of every training row before near-duplicates are merged in.
-
-    Args:
-        ds: The dataset.
-        group_pattern: A regex searched in each file's stem (name without extension), falling
-            back to the whole ``image_path``; the named group ``group``, else the first group,
-            else the whole match is the key. Ignored when train.csv has a ``group`` column.
-            A name from :data:`GROUP_PATTERNS` stands for its regex: ``"sketchy"`` is
-            :data:`SKETCHY_GROUP_PATTERN` (``<wnid>_<photo>-<k>``: one group per photo).
-        group_column: A train.csv column whose value is the group (all photos of one person);
-            it wins over a ``group`` column and over ``group_pattern``.
-
-    Returns:
-        String keys in train order. Rows without a key are their own group (``image_path``).
-
-    Raises:
-        ValueError: The pattern is not a valid regex.
-        DataFormatError: ``group_column`` is not a column of train.csv, or is empty on some rows.
-    """
-    paths = ds.train["image_path"]
-    if group_column:
-        return _column_groups(ds, group_column, group_pattern)
-    if "group" in ds.train.columns:
-        if group_pattern:
-            log.warning("train.csv has a group column; group_pattern %r is ignored", group_pattern)
-        return ds.train["group"].astype(str).rename("group")
-    if not group_pattern:
-        return paths.astype(str).rename("group")
-    try:
-        regex = re.compile(GROUP_PATTERNS.get(group_pattern, group_pattern))
-    except re.error as exc:
-        raise ValueError(f"group_pattern {group_pattern!r} is not a valid regular expression: {exc}") from exc
-    keys, unmatched = [], []
-    for path in paths:
-        match = regex.search(PurePosixPath(path).stem) or regex.search(path)
-        if match is None:
-            unmatched.append(path)
-            keys.append(path)
-        else:
-            keys.append(_group_key(match))
-    if unmatched:
-        log.warning(
-            "group_pattern %r matched neither the file name nor the path of %d of %d rows; "
-            "each of those is its own group: %s",
-            group_pattern, len(unmatched), len(paths), listing(unmatched, 5),
-        )  # fmt: skip
-    return pd.Series(keys, index=paths.index, name="group", dtype=str)
-
-
-def _column_groups(ds: Dataset, column: str, group_pattern: str | None) -> pd.Series:
-    if column not in ds.train.columns or column == "path":
-        usable = [c for c in ds.train.columns if c not in ("image_path", "class_name", "target", "path")]
-        raise DataFormatError(
-            f"group_column={column!r} is not a column of {ds.name}'s train.csv; columns that could "
-            f"name a group: {usable or 'none'}"
-        )
-    if group_pattern:
-        log.warning("group_column %r is set; group_pattern %r is ignored", column, group_pattern)
-    keys = ds.train[column].astype(str)
-    empty = keys.index[keys.str.strip() == ""]
-    if len(empty):
-        raise DataFormatError(
-            f"group_column {column!r} is empty on train.csv line(s) {listing(list(empty + 2))}; "
-            "give every row its group (e.g. the person id)"
-        )
-    return keys.rename("group")
-
-
-def _group_key(match: re.Match[str]) -> str:
-    if "group" in match.re.groupindex:
-        return match.group("group")
-    return match.group(1) if match.re.groups else match.group(0)
 
 
 def make_folds(
     ds: Dataset,
     k: int = 5,
     seed: int = 0,
-    group_pattern: str | None = None,
+    group_pattern: str | None = AUTO,
     dedup: bool = True,
     drop_duplicates: bool = False,
     max_distance: int = DEFAULT_MAX_DISTANCE,
@@ -127,24 +51,29 @@ def make_folds(
         ds: The dataset.
         k: Number of folds (at least 2).
         seed: Seed of ``StratifiedGroupKFold``'s shuffle.
-        group_pattern: See :func:`base_groups`.
+        group_pattern: ``"auto"`` (default: file-name families, when they look like groups),
+            ``"none"`` or ``None`` (each row alone), ``"sketchy"`` or a regex; see
+            :func:`~trainables.data.resolve_groups`.
         dedup: Find flipped/resized copies inside each class and put each set in one group.
         drop_duplicates: Leave out every copy but the first of each set (the rows are removed;
             ``row`` still points into ``ds.train``).
         max_distance: Near-duplicate threshold, see :func:`find_duplicates`.
-        group_column: See :func:`base_groups`.
+        group_column: A train.csv column naming each row's group; wins over ``group_pattern``.
 
     Returns:
         A DataFrame in train order with ``image_path, target, group, fold`` (0..k-1),
         ``duplicate`` (True for each copy but the first of a set), ``duplicate_of`` (that first
         row's ``image_path``, or ``""``) and ``row`` (the row number in ``ds.train``, and so in
-        the decoded cache). ``attrs["hash"]`` holds :func:`folds_hash`.
+        the decoded cache). ``attrs["hash"]`` holds :func:`folds_hash`, ``attrs["grouping"]``
+        the resolved grouping (rule, number of groups before and after duplicate sets, sizes,
+        an example; see :meth:`Grouping.summary`).
 
     Raises:
         ValueError: ``k`` < 2, or fewer groups than folds.
     """
     k, seed = _check_k_seed(k, seed)
-    groups = base_groups(ds, group_pattern, group_column).to_numpy(dtype=object)
+    grouping = resolve_groups(ds, group_pattern, group_column)
+    groups = grouping.keys.to_numpy(dtype=object)
     targets = ds.train["target"].to_numpy()
     n = len(targets)
     duplicate = np.zeros(n, dtype=bool)
@@ -174,6 +103,9 @@ def make_folds(
         hash=folds_hash(df),
     )
     df.attrs["duplicate_sets"] = len(dup_sets)
+    df.attrs["grouping"] = {**grouping.summary(), "groups_with_duplicates": int(df["group"].nunique())}
+    if grouping.rule == "families":
+        log.info("folds of %s: %s", ds.name, describe_grouping(df.attrs["grouping"]))
     return df
 
 
@@ -188,19 +120,18 @@ def _check_k_seed(k: int, seed: int) -> tuple[int, int]:
 
 
 def _merge_groups(groups: np.ndarray, dup_sets: list[list[int]]) -> np.ndarray:
-    """Union the groups that a duplicate set touches; the merged group keeps its smallest key."""
-    parent: dict[str, str] = {}
+    """Join the groups that a duplicate set touches; the merged group keeps its smallest key."""
+    from scipy.sparse import coo_matrix  # imported here: ~0.3 s, and cached folds need none of it
+    from scipy.sparse.csgraph import connected_components
 
-    def root(g: str) -> str:
-        while parent.get(g, g) != g:
-            g = parent[g]
-        return g
-
-    for members in dup_sets:
-        keys = sorted({root(groups[i]) for i in members})
-        for other in keys[1:]:
-            parent[other] = keys[0]
-    return np.array([root(g) for g in groups], dtype=object)
+    codes, uniques = pd.factorize(pd.Series(groups, dtype=object))
+    # Each set links its first member's group to every other member's.
+    first = np.concatenate([np.full(len(m) - 1, codes[m[0]]) for m in dup_sets])
+    other = np.concatenate([codes[m[1:]] for m in dup_sets])
+    graph = coo_matrix((np.ones(len(first)), (first, other)), shape=(len(uniques), len(uniques)))
+    _, component = connected_components(graph, directed=False)
+    smallest = pd.Series(uniques, dtype=object).groupby(component).transform("min").to_numpy()
+    return smallest[codes]
 
 
 def _assign(targets: np.ndarray, groups: np.ndarray, k: int, seed: int, classes: list[str]) -> np.ndarray:
@@ -245,12 +176,17 @@ def _attrs(
 ) -> dict[str, object]:
     # group_column only when set, so the cache names of folds made without it stay as they were.
     extra: dict[str, object] = {"group_column": group_column} if group_column else {}
+    pattern = normalize_pattern(group_pattern)
+    if pattern == AUTO:
+        # A change of what "auto" finds must not reuse folds cached under the old rule.
+        extra["auto_groups"] = AUTO_GROUPS_VERSION
     return {
         "dataset": ds.name,
         "fingerprint": ds.fingerprint,
         "k": k,
         "seed": seed,
-        "group_pattern": group_pattern,
+        # None is what "none" was called before "auto" existed: same meaning, same cached folds.
+        "group_pattern": None if pattern == NONE else pattern,
         "dedup": dedup,
         "drop_duplicates": drop,
         "max_distance": max_distance,
@@ -291,7 +227,7 @@ def folds_for(
     ds: Dataset,
     k: int = 5,
     seed: int = 0,
-    group_pattern: str | None = None,
+    group_pattern: str | None = AUTO,
     dedup: bool = True,
     drop_duplicates: bool = False,
     max_distance: int = DEFAULT_MAX_DISTANCE,
@@ -301,7 +237,10 @@ def folds_for(
 
     The file name holds the dataset fingerprint and a hash of the options, so every trial of a
     search reads the same folds, and a change to the data or the options makes new ones. A lock
-    lets one process compute them while the others wait.
+    lets one process compute them while the others wait. ``group_pattern="auto"`` is keyed with
+    the version of its rule, so folds cached before it existed (when the default kept every row
+    alone) or under an older rule are never read for it; ``"none"``, ``""`` and ``None`` share
+    one entry, the old default's, since they mean what it meant.
 
     Returns:
         As :func:`make_folds`; ``attrs["hash"]`` is checked against the stored hash on reading,
@@ -335,7 +274,7 @@ def write_folds(df: pd.DataFrame, path: str | Path) -> Path:
     meta = {key: value for key, value in df.attrs.items() if key != "path"}
     meta.update(hash=folds_hash(df), rows=len(df), groups=int(df["group"].nunique()), csv=path.name)
     meta["fold_sizes"] = df["fold"].value_counts().sort_index().astype(int).tolist()
-    write_json_atomic(path.with_suffix(".json"), meta)
+    atomic_write_json(path.with_suffix(".json"), meta)
     return path
 
 

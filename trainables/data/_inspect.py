@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from common.io import atomic_path, atomic_write_text, runs_dir
+
 from ._cache import decoded_images
 from ._dataset import Dataset
 from ._dedup import DEFAULT_MAX_DISTANCE, HASH_IMAGE_SIZE, close_pairs, find_duplicates, hash_images
-from ._io import atomic_path, default_workers, runs_dir, write_text_atomic
+from ._io import default_workers
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -63,7 +65,7 @@ def inspect_dataset(
     md += _duplicate_section(ds, dups, folder, max_distance)
     md += _samples_section(ds, folder)
     report = folder / "report.md"
-    write_text_atomic(report, "\n".join(md) + "\n")
+    atomic_write_text(report, "\n".join(md) + "\n")
     log.info("wrote the data report %s", report)
     return report
 

@@ -26,7 +26,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ._io import default_workers, file_lock, runs_dir
+from common.io import runs_dir
+
+from ._io import default_workers, file_lock
 from ._shapes import RECIPES, Strokes
 
 log = logging.getLogger(__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -15,13 +16,26 @@ def test_folds_command_writes_the_csv(
     synthetic: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "folds.csv"
-    assert main(["folds", "synthetic", "--k", "5", "--seed", "0", "--out", str(out)]) == 0
+    assert main(["folds", "synthetic", "--k", "5", "--seed", "0", "--out", str(out), "--no-audit"]) == 0
     df = pd.read_csv(out)
     assert df.columns[:4].tolist() == ["image_path", "target", "group", "fold"]
     assert len(df) == len(synthetic.train) and sorted(df["fold"].unique()) == [0, 1, 2, 3, 4]
     printed = capsys.readouterr().out
     assert "folds hash:" in printed and synthetic.fingerprint in printed
-    assert out.with_suffix(".json").is_file()
+    # what grouping was used, said and recorded: the built-in names are its classes' numbering
+    assert "groups: rows (auto: of file-name families, 24 are naming schemes" in printed
+    assert "leak audit" not in printed
+    assert json.loads(out.with_suffix(".json").read_text())["grouping"]["rule"] == "rows"
+
+
+def test_help_lists_the_commands_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("check", "folds", "cache", "inspect"):
+        assert f"python -m trainables.data {command}" in text
+    assert "Validate every file" in text and "--group-pattern none" in text and "--no-audit" in text
 
 
 def test_inspect_command_writes_the_report(synthetic: Dataset, tmp_path: Path) -> None:
@@ -39,7 +53,10 @@ def test_cache_and_check_commands(competition: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out.splitlines()
     assert "built" in out[0] and "found" in out[2]
     assert main(["check", str(competition)]) == 0
-    assert "fingerprint=" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fingerprint=" in printed and "groups: rows" in printed
+    # the audit ran for real (12 rows of 3 classes: too few to judge)
+    assert "leak audit of fold 0" in printed and "UNKNOWN" in printed and "too few rows" in printed
 
 
 def test_bad_data_exits_2_with_the_message(competition: Path, capsys: pytest.CaptureFixture[str]) -> None:

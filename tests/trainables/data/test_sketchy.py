@@ -12,6 +12,7 @@ from trainables.data import (
     Dataset,
     decoded_images,
     find_duplicates,
+    fold_indices,
     folds_for,
     load_dataset,
 )
@@ -34,14 +35,30 @@ def test_every_row_loads(sketchy: Dataset) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:125 of 125 classes have fewer than k=5 groups")  # 2-3 photos per class
-def test_no_photo_group_straddles_a_fold(sketchy: Dataset) -> None:
-    folds = folds_for(sketchy, k=5, seed=0, group_pattern=SKETCHY_GROUP_PATTERN)
+@pytest.mark.parametrize("pattern", ["default", SKETCHY_GROUP_PATTERN])
+def test_no_photo_group_straddles_a_fold(sketchy: Dataset, pattern: str) -> None:
+    """With no option at all (group_pattern=auto) the photo groups are found and kept whole."""
+    folds = folds_for(sketchy, k=5, seed=0) if pattern == "default" else folds_for(sketchy, 5, 0, pattern)
     photo = folds["image_path"].str.extract(r"([^/]+)-\d+\.png$")[0]
     assert photo.notna().all()
     assert (folds.groupby(photo)["fold"].nunique() == 1).all()
+    train, val = fold_indices(folds, 0)
+    assert not set(photo[val]) & set(photo[train]), "no validation sketch has its photo in training"
     assert folds["group"].nunique() == photo.nunique() == 333
     sizes = folds["fold"].value_counts()
     assert sizes.min() > 0.7 * sizes.max(), f"folds should be of similar size: {sizes.to_dict()}"
+
+
+@pytest.mark.filterwarnings("ignore:125 of 125 classes have fewer than k=5 groups")
+def test_auto_finds_the_photo_groups_and_none_splits_them(sketchy: Dataset) -> None:
+    auto = folds_for(sketchy, k=5, seed=0)
+    assert auto.attrs["hash"] == folds_for(sketchy, 5, 0, "sketchy").attrs["hash"]  # the same folds
+    grouping = auto.attrs["grouping"]
+    assert grouping["rule"] == "families" and grouping["groups"] == 333
+    assert grouping["sizes"] == {"min": 1, "median": 5.0, "max": 13}
+    leaky = folds_for(sketchy, k=5, seed=0, group_pattern="none")
+    photo = leaky["image_path"].str.extract(r"([^/]+)-\d+\.png$")[0]
+    assert (leaky.groupby(photo)["fold"].nunique() > 1).sum() > 300  # what "none" costs
 
 
 def test_redrawings_are_not_taken_for_copies(sketchy: Dataset) -> None:
