@@ -30,55 +30,60 @@ from common.console import make_console
 from common.io import runs_dir
 from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
 from ensemble.artifacts import (
-    ArtifactError,
     ArtifactWarning,
     check_compatible,
     find_artifacts,
     latest_experiment,
 )
+from ensemble.options import EnsembleOptions
 
 BASELINES = ["best", "mean"]
 BUILTIN_ORDER = ["best", "mean", "vote", "caruana", "bayesian", "genetic", "logloss", "stacking"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
+    """The command-line interface; its defaults are :class:`EnsembleOptions`'s."""
+    d = EnsembleOptions()
     p = argparse.ArgumentParser(
         prog="python -m ensemble.optimize",
         description="Ensemble OOF artifacts: weight search, honest nested-CV estimates, submission.",
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
-        "--experiment", default="latest", help="experiment under $RUNS_DIR/oof (default: the latest)"
+        "--experiment", default=d.experiment, help="experiment under $RUNS_DIR/oof (default: the latest)"
     )
     source.add_argument(
         "--runs", nargs="+", type=Path, metavar="DIR", help="artifact directories to ensemble instead"
     )
     p.add_argument(
         "--method",
-        default=DEFAULT_METHOD,
+        default=d.method,
         help="auto (every fast method, the simplest within one SE of the best nested score is submitted), "
         "all, one of bayesian, genetic, caruana, logloss, mean, vote, stacking, best, or a comma list "
         f"(default: {DEFAULT_METHOD})",
     )
     p.add_argument(
         "--metric",
-        default="accuracy",
+        default=d.metric,
         choices=["accuracy", "f1", "logloss"],
         help="what to optimise and report",
     )
     p.add_argument(
         "--trials",
         type=int,
-        default=DEFAULT_TRIALS,
+        default=d.trials,
         help=f"bayesian: Optuna trials (default {DEFAULT_TRIALS})",
     )
-    p.add_argument("--generations", type=int, default=100, help="genetic: generations (default 100)")
-    p.add_argument("--caruana-iters", type=int, default=100, help="caruana: selection steps (default 100)")
     p.add_argument(
-        "--stacking-meta", default="logreg", choices=["logreg", "rf"], help="stacking: meta-learner"
+        "--generations", type=int, default=d.generations, help="genetic: generations (default 100)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the searches (same seed, same weights)")
+    p.add_argument(
+        "--caruana-iters", type=int, default=d.caruana_iters, help="caruana: selection steps (default 100)"
+    )
+    p.add_argument(
+        "--stacking-meta", default=d.stacking_meta, choices=["logreg", "rf"], help="stacking: meta-learner"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the searches (same seed, same weights)")
     p.add_argument(
         "--out", type=Path, help="output directory (default $RUNS_DIR/ensembles/<experiment>/<method>)"
     )
@@ -111,97 +116,133 @@ def _parse_methods(spec: str) -> list[str]:
     return names
 
 
-def _method_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def _method_kwargs(name: str, options: EnsembleOptions) -> dict[str, Any]:
     from ensemble._base import create_method
 
-    options = {
-        "metric": args.metric,
-        "n_trials": args.trials,
-        "n_generations": args.generations,
-        "n_iter": args.caruana_iters,
-        "meta": args.stacking_meta,
-        "random_state": args.seed,
-        "verbose": not args.quiet,
+    kwargs = {
+        "metric": options.metric,
+        "n_trials": options.trials,
+        "n_generations": options.generations,
+        "n_iter": options.caruana_iters,
+        "meta": options.stacking_meta,
+        "random_state": options.seed,
+        "verbose": not options.quiet,
     }
     accepted = create_method(name).get_params()
-    return {k: v for k, v in options.items() if k in accepted}
+    return {k: v for k, v in kwargs.items() if k in accepted}
 
 
-def _experiment_label(args: argparse.Namespace) -> str:
-    if args.runs is None:
-        return latest_experiment() if args.experiment in (None, "latest") else args.experiment
+def _experiment_label(options: EnsembleOptions) -> str:
+    if options.runs is None:
+        return latest_experiment() if options.experiment in (None, "latest") else options.experiment
     # A model directory belongs to its parent's experiment; an experiment directory is one.
     names = {
         (r.resolve().parent if (r / "meta.json").is_file() or (r / "oof.npy").is_file() else r.resolve()).name
-        for r in args.runs
+        for r in options.runs
     }
     return names.pop() if len(names) == 1 else "custom"
 
 
+def out_dir(options: EnsembleOptions, experiment: str) -> Path:
+    """Where a run writes: ``options.out``, else ``$RUNS_DIR/ensembles/<experiment>/<method label>``."""
+    return options.out or runs_dir() / "ensembles" / experiment / options.label()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the ensemble search; returns the process exit status (0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    console = make_console(stderr=True, quiet=args.quiet)  # progress
+    """Run the command line; returns the process exit status (0 ok, 2 bad input)."""
+    return run(EnsembleOptions.from_args(build_parser().parse_args(argv)))
+
+
+def run(options: EnsembleOptions) -> int:
+    """Run one ensemble search: load the artifacts, evaluate every method, write and log the result.
+
+    Args:
+        options: What to ensemble and how (from the command line or the search's ensemble stage).
+
+    Returns:
+        The exit status: 0 ok, 2 bad input (the error is printed).
+    """
+    console = make_console(stderr=True, quiet=options.quiet)  # progress
     errors = make_console(stderr=True)  # errors and warnings print even with --quiet
     try:
-        requested = _parse_methods(args.method)
-    except ValueError as err:
-        errors.print(f"[red]error:[/] {err}", highlight=False)
-        return 2
-    evaluated = [m for m in BASELINES if m not in requested] + requested
-
-    try:
-        experiment = _experiment_label(args)
+        requested = _parse_methods(options.method)
+        experiment = _experiment_label(options)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ArtifactWarning)
-            found = find_artifacts(experiment=None if args.runs else experiment, runs=args.runs)
-            artifacts = check_compatible(found, require_test=not args.no_submission)
-    except ArtifactError as err:
+            found = find_artifacts(
+                experiment=None if options.runs else experiment,
+                runs=list(options.runs) if options.runs else None,
+            )
+            artifacts = check_compatible(found, require_test=options.submission)
+    except ValueError as err:  # an unknown method, or an ArtifactError (a ValueError)
         errors.print(f"[red]error:[/] {err}", highlight=False)
         return 2
     for w in caught:
         errors.print(f"[yellow]warning:[/] {w.message}", highlight=False)
     excluded = [a.model_id for a in found if a not in artifacts]
+    summary = _evaluate(options, experiment, artifacts, requested, excluded, console)
 
+    from ensemble._report import print_comparison, write_outputs
+
+    directory = out_dir(options, experiment)
+    files = write_outputs(summary, directory)
+    if not options.quiet:
+        print_comparison(summary, file=sys.stdout)
+    console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)
+    if options.mlflow:
+        _log_mlflow(options, summary, directory, console, errors)
+    return 0
+
+
+def _evaluate(
+    options: EnsembleOptions,
+    experiment: str,
+    artifacts: list[Any],
+    requested: list[str],
+    excluded: list[str],
+    console: Any,
+) -> Any:
+    """Fit and score every requested method (and the baselines); choose one; predict the test rows."""
     from tqdm.auto import tqdm
 
     from ensemble._base import create_method
     from ensemble._evaluate import evaluate_method
-    from ensemble._report import RunSummary, print_comparison, write_outputs
+    from ensemble._report import RunSummary
     from ensemble._select import choose_method
     from ensemble._stack import ProbStack
 
+    evaluated = [m for m in BASELINES if m not in requested] + requested
     stack = ProbStack.from_artifacts(artifacts)
     y = np.asarray(artifacts[0].targets, dtype=np.int64)
     folds = np.asarray(artifacts[0].folds)
     console.print(
         f"[bold]{experiment}[/]: {len(artifacts)} models x {stack.n_rows} rows x {stack.n_classes} classes, "
-        f"{np.unique(folds).size} folds; metric {args.metric}; methods {', '.join(evaluated)}"
+        f"{np.unique(folds).size} folds; metric {options.metric}; methods {', '.join(evaluated)}"
     )
     results = []
     n_folds = int(np.unique(folds).size)
     for name in evaluated:
-        method = create_method(name, **_method_kwargs(name, args))
+        method = create_method(name, **_method_kwargs(name, options))
         # One bar per method: the fit on all rows, then each nested fold.
         with tqdm(
-            total=n_folds + 1, desc=f"{name:>9}", unit="fit", disable=args.quiet, dynamic_ncols=True
+            total=n_folds + 1, desc=f"{name:>9}", unit="fit", disable=options.quiet, dynamic_ncols=True
         ) as bar:
             result = evaluate_method(
-                method, stack, y, folds, args.metric, on_fold=lambda i, n, bar=bar: bar.update(1)
+                method, stack, y, folds, options.metric, on_fold=lambda i, n, bar=bar: bar.update(1)
             )
             bar.update(1)
         results.append(result)
 
-    choice = choose_method(results, args.metric, requested=requested[0] if len(requested) == 1 else None)
+    choice = choose_method(results, options.metric, requested=requested[0] if len(requested) == 1 else None)
     chosen = choice.chosen
     test_labels = test_proba = None
-    if not args.no_submission:
+    if options.submission:
         test_stack = ProbStack.from_artifacts(artifacts, split="test")
         test_labels = chosen.method.predict(test_stack)
         test_proba = chosen.method.predict_proba(test_stack)  # what a pseudo-labelling round reads
-    summary = RunSummary(
+    return RunSummary(
         experiment,
-        args.metric,
+        options.metric,
         artifacts,
         results,
         chosen,
@@ -212,35 +253,29 @@ def main(argv: list[str] | None = None) -> int:
         choice,
     )
 
-    label = args.method.strip() if args.method.strip() in ("auto", "all") else "+".join(requested)
-    out_dir = args.out or runs_dir() / "ensembles" / experiment / label
-    files = write_outputs(summary, out_dir)
-    if not args.quiet:
-        print_comparison(summary, file=sys.stdout)
-    console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)
 
-    if not args.no_mlflow:
-        from common.tracking import tracking_uri
-        from ensemble._mlflow import log_run
+def _log_mlflow(options: EnsembleOptions, summary: Any, directory: Path, console: Any, errors: Any) -> None:
+    """Log the run to MLflow; a store that is down only warns (the files are what matters)."""
+    from common.tracking import tracking_uri
+    from ensemble._mlflow import log_run
 
-        try:
-            run_id = log_run(
-                summary,
-                out_dir,
-                experiment_name=args.mlflow_experiment,
-                params={"trials": args.trials, "generations": args.generations, "seed": args.seed},
-                uri=args.mlflow_uri,
-            )
-        except Exception as err:  # the store is down or refuses: the files are what matters
-            first = str(err).splitlines()[0][:300] if str(err) else ""
-            errors.print(
-                f"[yellow]warning:[/] MLflow at {args.mlflow_uri or tracking_uri()} failed ({type(err).__name__}: {first}); "
-                f"the ensemble's files are written in {out_dir} but not logged",
-                highlight=False,
-            )
-        else:
-            console.print(f"MLflow run {run_id} at {args.mlflow_uri or tracking_uri()}", highlight=False)
-    return 0
+    try:
+        run_id = log_run(
+            summary,
+            directory,
+            experiment_name=options.mlflow_experiment,
+            params={"trials": options.trials, "generations": options.generations, "seed": options.seed},
+            uri=options.mlflow_uri,
+        )
+    except Exception as err:  # the store is down or refuses: the files are what matters
+        first = str(err).splitlines()[0][:300] if str(err) else ""
+        errors.print(
+            f"[yellow]warning:[/] MLflow at {options.mlflow_uri or tracking_uri()} failed ({type(err).__name__}: {first}); "
+            f"the ensemble's files are written in {directory} but not logged",
+            highlight=False,
+        )
+    else:
+        console.print(f"MLflow run {run_id} at {options.mlflow_uri or tracking_uri()}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -1,53 +1,44 @@
 """The ``ensemble`` stage of ``search.run``: ensemble the OOF artifacts the ``oof`` stage just wrote.
 
-It runs ``python -m ensemble.optimize`` in-process with the search's ``ensemble:`` settings, so a
-search with ``stages: [oof, ensemble]`` ends with a submission. It reads the search's config only
-through plain attribute access and imports nothing from ``search``, ``torch`` or ``ray``.
+It builds an :class:`~ensemble.options.EnsembleOptions` from the search's ``ensemble:`` settings
+and calls :func:`ensemble.optimize.run` in-process, so a search with ``stages: [oof, ensemble]``
+ends with a submission. It reads the search's config only through plain attribute access and
+imports nothing from ``search``, ``torch`` or ``ray``.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
-from common.io import runs_dir
-from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
+from ensemble.options import EnsembleOptions
 
 
-def _setting(cfg: Any, key: str, default: Any) -> Any:
-    """``cfg.ensemble.<key>``, or the package's default where the config leaves it out or null."""
-    value = getattr(cfg.ensemble, key, None)
-    return default if value is None else value
+def stage_options(cfg: Any, experiment: str, tracking_uri: str | None = None) -> EnsembleOptions:
+    """The ensemble run of a search's config.
 
+    A key the config leaves out or sets to null keeps :class:`EnsembleOptions`'s default (the
+    values ``python -m ensemble.optimize`` uses), so the stage and the command agree.
 
-def stage_out_dir(cfg: Any, experiment: str) -> Path:
-    """``<runs>/ensembles/<experiment>/<method>``: where the stage writes (as ``ensemble.optimize`` would)."""
-    method = str(_setting(cfg, "method", DEFAULT_METHOD)).strip()
-    label = re.sub(r"[^A-Za-z0-9_.+-]+", "+", method).strip("+") or "ensemble"
-    return runs_dir() / "ensembles" / experiment / label
-
-
-def stage_argv(cfg: Any, experiment: str, tracking_uri: str | None = None) -> list[str]:
-    """The ``ensemble.optimize`` command line for a search's config.
-
-    ``ensemble.method`` and ``ensemble.trials`` fall back to :mod:`ensemble._defaults`, the
-    values ``python -m ensemble.optimize`` uses, so the stage and the command agree.
+    Args:
+        cfg: The search's config (``ensemble.*`` and ``mlflow.*`` are read).
+        experiment: The OOF experiment to ensemble.
+        tracking_uri: The search's MLflow store, so the ensemble's run sits beside its models'.
     """
-    argv = [
-        "--experiment", experiment,
-        "--out", str(stage_out_dir(cfg, experiment)),
-        "--method", str(_setting(cfg, "method", DEFAULT_METHOD)),
-        "--metric", str(_setting(cfg, "metric", "accuracy")),
-        "--trials", str(int(_setting(cfg, "trials", DEFAULT_TRIALS))),
-    ]  # fmt: skip
-    if not cfg.mlflow.enabled:
-        argv.append("--no-mlflow")
-    else:
-        argv += ["--mlflow-experiment", str(cfg.mlflow.experiment)]
-        if tracking_uri:
-            argv += ["--mlflow-uri", str(tracking_uri)]
-    return argv
+    defaults = EnsembleOptions()
+    given = {
+        key: value
+        for key in ("method", "metric", "trials")
+        if (value := getattr(cfg.ensemble, key, None)) is not None
+    }
+    return EnsembleOptions(
+        experiment=experiment,
+        method=str(given.get("method", defaults.method)),
+        metric=str(given.get("metric", defaults.metric)),
+        trials=int(given.get("trials", defaults.trials)),
+        mlflow=bool(cfg.mlflow.enabled),
+        mlflow_experiment=str(cfg.mlflow.experiment) if cfg.mlflow.enabled else None,
+        mlflow_uri=str(tracking_uri) if cfg.mlflow.enabled and tracking_uri else None,
+    )
 
 
 def run_stage(cfg: Any, outcome: Any) -> str:
@@ -62,12 +53,13 @@ def run_stage(cfg: Any, outcome: Any) -> str:
     Raises:
         RuntimeError: ``ensemble.optimize`` refused the artifacts (its message says why).
     """
-    from ensemble.optimize import main
+    from ensemble.optimize import out_dir, run
 
     experiment = str(outcome.experiment)
-    code = main(stage_argv(cfg, experiment, getattr(outcome, "tracking_uri", None)))
+    options = stage_options(cfg, experiment, getattr(outcome, "tracking_uri", None))
+    code = run(options)
     if code != 0:
         raise RuntimeError(f"the ensemble stage failed (exit {code}); see the error above")
-    submission = stage_out_dir(cfg, experiment) / "submission.csv"
+    submission = out_dir(options, experiment) / "submission.csv"
     print(f"submission:   {submission}")
     return str(submission)

@@ -23,7 +23,7 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
 
-from search.config import dimensions, max_epochs, trainable_config
+from search.config import dimensions, max_epochs, search_plan, trainable_config
 from search.space import (
     Dimension,
     build_param_space,
@@ -40,11 +40,7 @@ TIME_ATTR = "epoch"
 
 def resolve_search_alg(cfg: DictConfig) -> str:
     """The concrete algorithm: ``auto`` is ``grid`` when every searched key is a grid, else ``tpe``."""
-    alg = str(cfg.tune.search_alg)
-    if alg != "auto":
-        return alg
-    dims = dimensions(cfg)
-    return "grid" if all(d.is_grid for d in dims.values()) else "tpe"
+    return search_plan(cfg).search_alg  # resolved once per config by search.plan
 
 
 def uses_grid_search(cfg: DictConfig) -> bool:

@@ -3,11 +3,13 @@
 ``search/defaults.yaml`` is the base. ``spaces/<name>.yaml`` stores only its differences from it
 (and a ``search:`` section, see :mod:`search.space`). Command-line overrides are applied last.
 The trainable's keys come from ``trainables.default_config(name)``, so they are written once.
+The tree is typed by :mod:`search.schema` (a wrong type fails where it is set), its values are
+checked by :mod:`search.validate`, and what it implies (searched dimensions, the concrete search
+algorithm, the most epochs) is computed once by :mod:`search.plan`.
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
 import os
 from collections.abc import Mapping, Sequence
@@ -16,34 +18,42 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from common.errors import DeterministicError
 from common.io import atomic_write_text
+from search.plan import SearchPlan, dimensions, max_epochs, search_plan
+from search.schema import typed_base
 from search.space import (
     DISTRIBUTIONS,
     Dimension,
     SpaceError,
     flatten,
-    get_path,
-    has_path,
     nest_search,
-    normalize_points,
     parse_search,
     points_for_variants,
-    set_path,
 )
+from search.validate import SCHEDULERS, SEARCH_ALGS, oof_checks, validate
+from trainables.overrides import ConfigError, parse_overrides
+
+__all__ = [  # the plan, checks and override parser are re-exported: callers import them from here
+    "SCHEDULERS",
+    "SEARCH_ALGS",
+    "ConfigError",
+    "SearchPlan",
+    "dimensions",
+    "load_config",
+    "max_epochs",
+    "oof_checks",
+    "parse_overrides",
+    "search_plan",
+    "validate",
+]
 
 DEFAULTS_FILE = Path(__file__).resolve().parent / "defaults.yaml"
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 
-SEARCH_ALGS = ("auto", "grid", "random", "tpe", "gp", "cmaes")
-SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 # Keys a resumed search may change: where it runs and how much it prints, never what it searches.
 RESUMABLE_KEYS = ("resume", "ray.address", "ray.num_cpus", "ray.num_gpus", "stages", "oof", "ensemble")
-
-
-class ConfigError(DeterministicError, ValueError):
-    """The config, a space file or an override is wrong; the message says what to do."""
 
 
 def spaces_dir() -> Path:
@@ -54,29 +64,6 @@ def spaces_dir() -> Path:
 def list_spaces() -> list[str]:
     """Names of the space files (``spaces/<name>.yaml``), sorted."""
     return sorted(p.stem for p in spaces_dir().glob("*.yaml"))
-
-
-def parse_overrides(argv: Sequence[str]) -> list[tuple[str, Any]]:
-    """Split ``key=value`` arguments; values are parsed as YAML (``3``, ``1e-3``, ``[a, b]``, ``null``).
-
-    Args:
-        argv: Command-line arguments after the module name.
-
-    Returns:
-        ``(dotted key, value)`` pairs in order.
-
-    Raises:
-        ConfigError: An argument is not ``key=value``.
-    """
-    out = []
-    for arg in argv:
-        key, sep, raw = arg.partition("=")
-        key = key.strip().removeprefix("--")
-        if not sep or not key:
-            raise ConfigError(f"argument {arg!r} is not key=value (e.g. tune.num_samples=8); see --help")
-        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}"]))["v"]
-        out.append((key, value))
-    return out
 
 
 def load_space(name: str) -> dict[str, Any]:
@@ -103,7 +90,7 @@ def load_space(name: str) -> dict[str, Any]:
 
 
 def base_config(trainable: str) -> DictConfig:
-    """The defaults file with ``trainable:`` completed from the trainable's own defaults.
+    """The typed defaults: :class:`~search.schema.SearchSchema` over the defaults file and the trainable's.
 
     Args:
         trainable: A name from ``trainables.list_trainables()``.
@@ -119,19 +106,13 @@ def base_config(trainable: str) -> DictConfig:
         raise ConfigError(
             f"unknown trainable {trainable!r}; registered: {', '.join(trainables.list_trainables())}"
         ) from err
-    base = OmegaConf.load(DEFAULTS_FILE)
-    own = OmegaConf.to_container(base.trainable)
-    base.trainable = OmegaConf.merge(
-        {"name": trainable}, defaults, {k: v for k, v in own.items() if k != "name"}
-    )
-    base.trainable.name = trainable
-    return base
+    return typed_base(OmegaConf.load(DEFAULTS_FILE), trainable, defaults)
 
 
 def load_config(
     overrides: Sequence[str] | Sequence[tuple[str, Any]] = (), *, now: datetime | None = None
 ) -> DictConfig:
-    """Build the complete config of one search.
+    """Build the complete, typed and checked config of one search.
 
     Order: ``search/defaults.yaml`` (trainable keys from the trainable's defaults), then
     ``spaces/<space>.yaml``, then the overrides. Setting ``trainable.<key>`` on the command line
@@ -143,7 +124,8 @@ def load_config(
         now: Clock for the default experiment name (tests pin it).
 
     Returns:
-        The config; ``search`` holds the searched keys as a nested mapping.
+        The config; ``search`` holds the searched keys as a nested mapping; :func:`search_plan`
+        gives what it implies.
 
     Raises:
         ConfigError: Unknown space, key, trainable or value; the message lists the valid ones.
@@ -156,37 +138,20 @@ def load_config(
     trainable = (
         given.get("trainable.name") or (space.get("trainable") or {}).get("name") or defaults.trainable.name
     )
-    base = base_config(str(trainable))
+    cfg = base_config(str(trainable))
 
     where = f"spaces/{space_name}.yaml"
     search_section = space.pop("search", None) or {}
     for key, value in flatten(space).items():
-        _check_key(base, key, value, where)
-    cfg = OmegaConf.merge(base, space)
+        set_key(cfg, key, value, where)
     cfg.space = space_name
     try:
         dims = parse_search(search_section)
     except SpaceError as err:
         raise ConfigError(f"{where}: {err}") from err
-
     searched_before = set(dims)
     for key, value in pairs:
-        if key == "search" or key.startswith("search."):
-            _override_search(dims, key, value, cfg)
-            continue
-        if key == "trainable.data":
-            raise ConfigError(
-                "set the data with the top-level key: data=<synthetic|path>, not trainable.data"
-            )
-        _check_key(base, key, value, "command line")
-        if isinstance(value, Mapping):  # trainable.aug={cutmix: 0.5}: each inner key must exist too
-            for inner_key, inner_value in flatten(value).items():
-                _check_key(base, f"{key}.{inner_key}", inner_value, "command line")
-        OmegaConf.update(cfg, key, value, merge=isinstance(value, Mapping))
-        inner = key.removeprefix("trainable.")
-        if key.startswith("trainable."):
-            for path in [p for p in dims if p == inner or p.startswith(inner + ".")]:
-                del dims[path]  # the command line fixes a key the space searched
+        _apply_override(cfg, dims, key, value)
     _check_search_keys(dims, cfg)
     _prune_points(cfg, searched_before, dims)
     cfg.search = nest_search(dims)
@@ -197,9 +162,45 @@ def load_config(
     return cfg
 
 
-def dimensions(cfg: DictConfig) -> dict[str, Dimension]:
-    """The searched keys of a loaded config."""
-    return parse_search(OmegaConf.to_container(cfg.search))
+def _apply_override(cfg: DictConfig, dims: dict[str, Dimension], key: str, value: Any) -> None:
+    """One command-line ``key=value``: a searched key, or a config key (which then is not searched)."""
+    if key == "search" or key.startswith("search."):
+        _override_search(dims, key, value)
+        return
+    if key == "trainable.data":
+        raise ConfigError("set the data with the top-level key: data=<synthetic|path>, not trainable.data")
+    set_key(cfg, key, value, "command line")
+    if key.startswith("trainable."):
+        inner = key.removeprefix("trainable.")
+        for path in [p for p in dims if p == inner or p.startswith(inner + ".")]:
+            del dims[path]  # the command line fixes a key the space searched
+
+
+def set_key(cfg: DictConfig, key: str, value: Any, where: str) -> None:
+    """Set one dotted key of a typed config (a mapping value merges into its section).
+
+    Args:
+        cfg: A typed config (:func:`base_config`), changed in place.
+        key: Dotted key, e.g. ``tune.num_samples`` or ``trainable.aug``.
+        value: The new value; the schema converts it (``1`` for a float key) or refuses it.
+        where: Where the key was given (``spaces/x.yaml``, ``command line``), for the message.
+
+    Raises:
+        ConfigError: The key does not exist (nearest names first, then its section's keys) or the
+            value has the wrong type (the default's type and value are named).
+    """
+    old = OmegaConf.select(cfg, key, default=None)
+    try:
+        OmegaConf.update(cfg, key, value, merge=isinstance(value, Mapping))
+    except (ConfigAttributeError, ConfigKeyError) as err:
+        full = str(err.full_key or key)  # an inner key of a mapping value is named itself
+        raise ConfigError(_unknown_key(cfg, key if key.startswith(full) else full, where)) from None
+    except ValidationError as err:
+        if old is None or isinstance(old, DictConfig):
+            raise ConfigError(f"{where}: {key}={value!r}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(
+            f"{where}: {key}={value!r} should be {type(old).__name__} like the default {old!r}"
+        ) from None
 
 
 def trainable_config(cfg: DictConfig) -> dict[str, Any]:
@@ -209,223 +210,49 @@ def trainable_config(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-def max_epochs(cfg: DictConfig) -> int:
-    """The most epochs a trial can run: ``trainable.epochs``, or the top of its range if searched."""
-    dims = dimensions(cfg)
-    return int(dims["epochs"].upper()) if "epochs" in dims else int(cfg.trainable.epochs)
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check the values that the search itself uses (the trainable checks its own keys).
-
-    Raises:
-        ConfigError: A value is out of range or not one of the allowed choices.
-    """
-    checks: list[tuple[bool, str]] = [
-        (
-            cfg.tune.search_alg in SEARCH_ALGS,
-            f"tune.search_alg={cfg.tune.search_alg!r}: use one of {list(SEARCH_ALGS)}",
-        ),
-        (
-            cfg.scheduler.name in SCHEDULERS,
-            f"scheduler.name={cfg.scheduler.name!r}: use one of {list(SCHEDULERS)}",
-        ),
-        (cfg.tune.mode in ("max", "min"), f"tune.mode={cfg.tune.mode!r}: use max or min"),
-        (
-            _is_int(cfg.tune.num_samples) and cfg.tune.num_samples >= 1,
-            "tune.num_samples must be an integer >= 1",
-        ),
-        (
-            cfg.tune.max_concurrent is None
-            or (_is_int(cfg.tune.max_concurrent) and cfg.tune.max_concurrent >= 1),
-            "tune.max_concurrent must be null or an integer >= 1",
-        ),
-        (
-            cfg.tune.time_budget_s is None
-            or (_is_number(cfg.tune.time_budget_s) and cfg.tune.time_budget_s > 0),
-            "tune.time_budget_s must be null or seconds > 0",
-        ),
-        (
-            cfg.scheduler.grace_period == "auto"
-            or (_is_int(cfg.scheduler.grace_period) and cfg.scheduler.grace_period >= 1),
-            f"scheduler.grace_period={cfg.scheduler.grace_period!r}: use auto (one epoch past the "
-            "trainable's warmup) or an integer >= 1",
-        ),
-        (
-            _is_number(cfg.scheduler.reduction_factor) and cfg.scheduler.reduction_factor > 1,
-            "scheduler.reduction_factor must be > 1",
-        ),
-        (
-            _is_number(cfg.resources.cpu) and cfg.resources.cpu > 0,
-            "resources.cpu must be > 0 (fractions are fine)",
-        ),
-        (
-            _is_number(cfg.resources.gpu) and cfg.resources.gpu >= 0,
-            "resources.gpu must be >= 0 (fractions are fine)",
-        ),
-        (
-            _is_int(cfg.checkpoint.num_to_keep) and cfg.checkpoint.num_to_keep >= 1,
-            "checkpoint.num_to_keep must be >= 1",
-        ),
-        (
-            _is_int(cfg.max_failures) and cfg.max_failures >= -1,
-            "max_failures must be an integer >= 0 (-1: retry forever)",
-        ),
-        (isinstance(cfg.resume, (bool, str)), "resume must be true, false or an experiment's name"),
-        ("/" not in str(cfg.experiment), f"experiment={cfg.experiment!r} must be a plain name, not a path"),
-        *oof_checks(cfg),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    gpu = float(cfg.resources.gpu)
-    if gpu > 1 and not gpu.is_integer():
-        raise ConfigError(f"resources.gpu={gpu}: above 1 a trial needs whole GPUs")
-    alg = cfg.tune.search_alg
-    dims = dimensions(cfg)
-    if alg == "grid" and not all(d.is_grid for d in dims.values()):
-        sampled = [p for p, d in dims.items() if not d.is_grid]
-        raise ConfigError(
-            f"tune.search_alg=grid needs every searched key to be a grid; {sampled} are sampled: use random or tpe"
-        )
-    if alg in ("gp", "cmaes", "tpe") and not dims:
-        raise ConfigError(f"tune.search_alg={alg} needs at least one searched key (search: is empty)")
-    base = trainable_config(cfg)
-    try:
-        normalize_points(OmegaConf.to_container(cfg.tune.points_to_evaluate), dims, base)
-    except SpaceError as err:
-        raise ConfigError(str(err)) from err
-    _check_trainable_values(cfg, base, dims)
-
-
-def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
-    """``(ok, message)`` for the ``oof`` and ``ensemble`` sections (shared with ``search.oof``)."""
-    oof, ens = cfg.oof, cfg.ensemble
-    return [
-        (_is_int(oof.top_k) and oof.top_k >= 1, "oof.top_k must be an integer >= 1"),
-        (
-            oof.max_per_backbone is None or (_is_int(oof.max_per_backbone) and oof.max_per_backbone >= 1),
-            "oof.max_per_backbone must be null or an integer >= 1",
-        ),
-        (
-            oof.epochs == "best" or (_is_int(oof.epochs) and oof.epochs >= 1),
-            f"oof.epochs={oof.epochs!r}: use best (the search's best epoch per trial) or a number >= 1",
-        ),
-        (oof.dtype in ("float16", "float32"), f"oof.dtype={oof.dtype!r}: use float16 or float32"),
-        (oof.mode in ("refit", "promote"), f"oof.mode={oof.mode!r}: use refit or promote"),
-        (oof.select in ("score", "gain"), f"oof.select={oof.select!r}: use score or gain"),
-        (
-            oof.ship_results in ("auto", True, False),
-            f"oof.ship_results={oof.ship_results!r}: use auto (when ray.storage is a URI), true or false",
-        ),
-        (
-            ens.metric in ("accuracy", "f1", "logloss"),
-            f"ensemble.metric={ens.metric!r}: use accuracy, f1 or logloss",
-        ),
-        (_is_int(ens.trials) and ens.trials >= 1, "ensemble.trials must be an integer >= 1"),
-    ]
-
-
-def _validator(name: str) -> Any:
-    """The trainable's own config check (every trainable has ``validate_config``)."""
-    import trainables
-
-    return trainables.create_trainable(name).validate_config
-
-
-def _check_trainable_values(cfg: DictConfig, base: dict[str, Any], dims: Mapping[str, Dimension]) -> None:
-    """Let the trainable check its config, and each searched value in it, before any trial starts."""
-    check = _validator(str(cfg.trainable.name))
-    if check is None:
-        return
-    try:
-        check(base)
-    except ValueError as err:
-        raise ConfigError(f"trainable config: {err}") from err
-    for path, dim in dims.items():
-        values = dim.args if dim.kind in ("grid", "choice") else dim.args[:2]
-        for value in values:
-            trial = copy.deepcopy(base)
-            set_path(trial, path, value)
-            try:
-                check(trial)
-            except ValueError as err:
-                raise ConfigError(
-                    f"search.{path}: value {value!r} of {dim.describe()} is invalid: {err}"
-                ) from err
-
-
 def save_config(cfg: DictConfig, path: Path) -> None:
     """Write the resolved config as YAML, atomically (a resume reads it back)."""
     atomic_write_text(path, OmegaConf.to_yaml(cfg))
 
 
 def read_config(path: Path) -> DictConfig:
-    """Read a config written by :func:`save_config`."""
+    """Read a config written by :func:`save_config` (untyped: it may come from an older version)."""
     return OmegaConf.load(path)
 
 
 def valid_keys(cfg: DictConfig) -> list[str]:
     """Every dotted key an override may set (groups and leaves)."""
+    return [k for k in _walk_keys(OmegaConf.to_container(cfg), "") if k != "search"]
+
+
+def _walk_keys(node: Mapping[str, Any], prefix: str) -> list[str]:
     keys: list[str] = []
-
-    def walk(node: Any, prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if name == "search":
-                continue
-            keys.append(name)
-            if isinstance(value, Mapping):
-                walk(value, name)
-
-    walk(OmegaConf.to_container(cfg), "")
+    for key, value in node.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        keys.append(name)
+        if isinstance(value, Mapping) and name != "search":
+            keys += _walk_keys(value, name)
     return keys
 
 
-def _check_key(base: DictConfig, key: str, value: Any, where: str) -> None:
-    """Raise for a key the config does not have (nearest names first, then its section's keys) or a
-    value of the wrong type."""
-    keys = valid_keys(base)
-    if key not in keys:
-        close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
-        # the deepest existing section the key is under: list its keys, not all ~100 of them
-        parts = key.split(".")
-        section = next(
-            (p for p in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)) if p in keys), ""
-        )
-        siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == section]
-        close = [c for c in close if c != section]
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        listing = f"keys of {section}" if section else "top-level keys"
-        raise ConfigError(
-            f"{where}: unknown key {key!r}{hint}\n  {listing}: {', '.join(siblings)}\n"
-            "  (searched keys go under search.<key>; python -m search.run --help describes every key)"
-        )
-    old = OmegaConf.select(base, key)
-    if not _compatible(old, value):
-        raise ConfigError(f"{where}: {key}={value!r} should be {type(old).__name__} like the default {old!r}")
+def _unknown_key(cfg: DictConfig, key: str, where: str) -> str:
+    """The message for a key the config does not have: nearest names, then its section's keys."""
+    keys = valid_keys(cfg)
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+    # the deepest existing section the key is under: list its keys, not all ~100 of them
+    parts = key.split(".")
+    section = next((p for p in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)) if p in keys), "")
+    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == section]
+    close = [c for c in close if c != section]
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    listing = f"keys of {section}" if section else "top-level keys"
+    return (
+        f"{where}: unknown key {key!r}{hint}\n  {listing}: {', '.join(siblings)}\n"
+        "  (searched keys go under search.<key>; python -m search.run --help describes every key)"
+    )
 
 
-def _compatible(old: Any, new: Any) -> bool:
-    if old is None or new is None:
-        return True
-    if isinstance(old, bool):
-        return isinstance(new, bool)
-    if isinstance(old, (int, float)):
-        return (
-            isinstance(new, (int, float))
-            and not isinstance(new, bool)
-            and (isinstance(old, float) or float(new).is_integer())
-        )
-    if isinstance(old, Mapping):
-        return isinstance(new, Mapping)
-    if isinstance(old, str):
-        # a string default may take a number or flag (num_workers: auto | 2, amp: auto | false)
-        return not isinstance(new, (Mapping, list))
-    return True
-
-
-def _override_search(dims: dict[str, Dimension], key: str, value: Any, cfg: DictConfig) -> None:
+def _override_search(dims: dict[str, Dimension], key: str, value: Any) -> None:
     path = key.removeprefix("search").removeprefix(".").removeprefix("trainable.")
     if not path:  # search=null or search={...}: replace the whole section
         dims.clear()
@@ -458,10 +285,10 @@ def _prune_points(cfg: DictConfig, searched_before: set[str], dims: Mapping[str,
 
 
 def _check_search_keys(dims: Mapping[str, Dimension], cfg: DictConfig) -> None:
-    tconf = trainable_config(cfg)
     for path in dims:
-        if not has_path(tconf, path) or isinstance(get_path(tconf, path), Mapping):
-            valid = [k for k in flatten(tconf) if k != "data"]
+        node = OmegaConf.select(cfg.trainable, path, default=KeyError)
+        if node is KeyError or isinstance(node, DictConfig) or path == "name":
+            valid = [k for k in flatten(trainable_config(cfg)) if k != "data"]
             raise ConfigError(
                 f"search.{path}: not a key of trainable {cfg.trainable.name!r}; valid: {', '.join(valid)}"
             )
@@ -476,11 +303,3 @@ def _absolute_data(data: Any) -> Any:
     if isinstance(data, str) and data not in BUILTIN_SETS and "://" not in data and Path(data).exists():
         return str(Path(data).resolve())
     return data
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)

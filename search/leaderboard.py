@@ -12,7 +12,7 @@ import pandas as pd
 from common.console import make_console
 from common.io import atomic_path
 from search.failures import describe_error
-from search.space import get_path, has_path
+from search.space import select
 
 TRIAL_DIR_PREFIX = "trial_"
 ERROR_SHOWN = 300  # characters of an error shown in the printed table
@@ -97,7 +97,7 @@ def build_leaderboard(
         config = result.config or {}
         row: dict[str, Any] = {"trial_id": tid}
         for path in searched:
-            row[path] = get_path(config, path) if has_path(config, path) else None
+            row[path] = select(config, path)
         best = _best_row(hist, metric, mode)
         row[metric] = _num(best.get(metric)) if best is not None else math.nan
         for extra in ("val_acc", "val_f1"):  # the scores at the chosen epoch, whatever ranks them

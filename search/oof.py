@@ -42,6 +42,7 @@ from search.config import (
     oof_checks,
     parse_overrides,
     read_config,
+    set_key,
     valid_keys,
 )
 from search.failures import install_retry_rule
@@ -67,6 +68,7 @@ from search.oof_select import (
 from search.preflight import preflight
 from search.progress import LiveReporter, setup_logging
 from search.records import CONFIG_FILE, list_experiments, load_record, search_dir
+from search.schema import EnsembleSchema, OofSchema
 
 log = logging.getLogger("search.oof")
 
@@ -86,6 +88,8 @@ OVERRIDABLE = (
     "trainable.amp",
 )
 RUNTIME_TRAINABLE_KEYS = ("device", "num_workers", "amp")
+# The sections a refit reads typed from the saved config (the rest is the search's, as it ran).
+SECTION_SCHEMAS = {"oof": OofSchema, "ensemble": EnsembleSchema}
 
 
 @dataclass
@@ -139,8 +143,8 @@ def load_oof_config(experiment: str | None, overrides: Sequence[tuple[str, Any]]
         )
     cfg = read_config(search_dir(runs, experiment) / CONFIG_FILE)
     defaults = OmegaConf.load(DEFAULTS_FILE)
-    for section in ("oof", "ensemble"):  # searches saved before these sections existed
-        cfg[section] = OmegaConf.merge(defaults[section], cfg.get(section) or {})
+    for section, schema in SECTION_SCHEMAS.items():  # typed; filled in for searches saved before they existed
+        cfg[section] = OmegaConf.merge(OmegaConf.structured(schema), defaults[section], cfg.get(section) or {})
     keys = valid_keys(cfg)
     for key, value in overrides:
         key = f"oof.{key}" if key in SHORTHANDS else key
@@ -153,7 +157,7 @@ def load_oof_config(experiment: str | None, overrides: Sequence[tuple[str, Any]]
             raise ConfigError(
                 f"unknown key {key!r}; valid: {', '.join(k for k in keys if k.startswith(OVERRIDABLE))}"
             )
-        OmegaConf.update(cfg, key, value, merge=False)
+        set_key(cfg, key, value, "command line")
     for ok, message in oof_checks(cfg):
         if not ok:
             raise ConfigError(message)

@@ -28,28 +28,29 @@ import logging
 import sys
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from common.io import atomic_path, atomic_write_text, runs_dir
 from common.metrics import accuracy
 from ensemble.artifacts import find_artifacts, read_artifact
-from search.config import ConfigError, parse_overrides
+from search.config import ConfigError, parse_overrides, set_key
 from search.oof import OofOutcome, load_oof_config, oof_dir, print_summary, run_oof
 from search.oof_fold import fold_result_path, read_fold_result
 from search.preflight import preflight
 from search.progress import setup_logging
+from search.schema import PseudoSchema
 
 log = logging.getLogger("search.pseudo")
 
 PSEUDO_FILE = "pseudo_labels_fold{fold}.csv"  # {fold}: the trainable reads its fold's file; -1 = all rows
 # key=value arguments of this command (the rest go to the refit, as for search.oof)
-OWN_KEYS = ("experiment", "threshold", "top_fraction", "ensemble", "name", "honest")
+OWN_KEYS = tuple(f.name for f in fields(PseudoSchema))
 
 
 @dataclass
@@ -306,18 +307,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     try:
         pairs = parse_overrides(argv)
-        own = {k: v for k, v in pairs if k in OWN_KEYS}
-        cfg = load_oof_config(own.get("experiment"), [(k, v) for k, v in pairs if k not in OWN_KEYS])
+        own = OmegaConf.structured(PseudoSchema)  # typed: threshold=high fails here, not mid-run
+        for key, value in pairs:
+            if key in OWN_KEYS:
+                set_key(own, key, value, "command line")
+        cfg = load_oof_config(own.experiment, [(k, v) for k, v in pairs if k not in OWN_KEYS])
         preflight(cfg, stages=False)  # data, backbones, resources, ensemble keys: before Ray starts
-        top_fraction = own.get("top_fraction")
-        threshold = own.get("threshold", None if top_fraction is not None else 0.9)
+        threshold = own.threshold if own.threshold is not None or own.top_fraction is not None else 0.9
         outcome = run_pseudo(
             cfg,
             threshold=threshold,
-            top_fraction=top_fraction,
-            ensemble=own.get("ensemble"),
-            name=own.get("name"),
-            honest=bool(own.get("honest", True)),
+            top_fraction=own.top_fraction,
+            ensemble=own.ensemble,
+            name=own.name,
+            honest=own.honest,
         )
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -34,7 +34,7 @@ from search.plots import write_plots
 from search.preflight import Preflight
 from search.progress import LiveReporter
 from search.records import CONFIG_FILE, SearchRecord, load_record, save_record, search_dir
-from search.space import build_param_space, flatten, get_path
+from search.space import build_param_space, flatten
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def _summarise(cfg: DictConfig, results: Any, out_dir: Path, record: SearchRecor
     )
     files = [save_leaderboard(board, out_dir / "leaderboard.csv")]
     title = f"{cfg.space} ({cfg.experiment})"
-    base = {p: get_path(trainable_config(cfg), p) for p in dims}
+    base = {p: OmegaConf.select(cfg.trainable, p) for p in dims}
     files += write_plots(board, histories, dims, base, out_dir, metric=metric, mode=mode, title=title)
     return SearchOutcome(
         experiment=str(cfg.experiment),

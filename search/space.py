@@ -14,12 +14,12 @@ Dotted keys (``aug.cutmix: {...}``) and a leading ``trainable.`` are accepted as
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
 from ray import tune
 
 from common.errors import DeterministicError
@@ -221,36 +221,32 @@ def parse_search(section: Mapping[str, Any] | None) -> dict[str, Dimension]:
 
 def nest_search(dims: Mapping[str, Dimension]) -> dict[str, Any]:
     """The inverse of :func:`parse_search`: a nested ``search:`` mapping (what a saved config holds)."""
-    out: dict[str, Any] = {}
-    for path, dim in dims.items():
-        set_path(out, path, {dim.kind: list(dim.args)})
-    return out
+    return nested({path: {dim.kind: list(dim.args)} for path, dim in dims.items()})
 
 
-def get_path(tree: Mapping[str, Any], path: str) -> Any:
-    """``tree["aug"]["cutmix"]`` for ``path="aug.cutmix"``; raises KeyError if absent."""
-    node: Any = tree
-    for part in path.split("."):
-        node = node[part]
-    return node
+def _tree(tree: Mapping[str, Any]) -> DictConfig:
+    # allow_objects: a param space holds Ray domains, which OmegaConf keeps as they are.
+    return OmegaConf.create(dict(tree), flags={"allow_objects": True})
 
 
-def has_path(tree: Mapping[str, Any], path: str) -> bool:
-    """Whether :func:`get_path` would find ``path``."""
-    try:
-        get_path(tree, path)
-    except (KeyError, TypeError):
-        return False
-    return True
+def select(tree: Mapping[str, Any], path: str, default: Any = None) -> Any:
+    """``OmegaConf.select`` over a plain nested dict: ``tree["aug"]["cutmix"]`` for ``aug.cutmix``.
+
+    Args:
+        tree: A plain nested mapping (a trial's config).
+        path: Dotted key.
+        default: Returned when the key is absent.
+    """
+    value = OmegaConf.select(_tree(tree), path, default=default)
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
 
 
-def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``tree[...][last] = value``, creating the intermediate dicts."""
-    *parents, last = path.split(".")
-    node = tree
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
+def nested(flat: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"aug.cutmix": 0.5}`` -> ``{"aug": {"cutmix": 0.5}}``, over a copy of ``base`` (``OmegaConf.update``)."""
+    tree = _tree(base or {})
+    for path, value in flat.items():
+        OmegaConf.update(tree, path, value, merge=False)
+    return OmegaConf.to_container(tree)  # type: ignore[return-value]
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -281,14 +277,13 @@ def build_param_space(
     Raises:
         SpaceError: A searched key is not a key of the trainable's config.
     """
-    space = copy.deepcopy(dict(trainable_config))
-    for path, dim in dims.items():
-        if not has_path(space, path):
+    for path in dims:
+        if select(trainable_config, path, KeyError) is KeyError:
             raise SpaceError(
-                f"search.{path}: not a key of the trainable's config; valid: {sorted(flatten(space))}"
+                f"search.{path}: not a key of the trainable's config; valid: {sorted(flatten(trainable_config))}"
             )
-        set_path(space, path, dim.domain(grid_as_choice=grid_as_choice))
-    return space
+    domains = {path: dim.domain(grid_as_choice=grid_as_choice) for path, dim in dims.items()}
+    return nested(domains, base=trainable_config)
 
 
 def normalize_points(
@@ -314,6 +309,7 @@ def normalize_points(
             leaves out a key whose base value is outside the dimension.
     """
     out: list[dict[str, Any]] = []
+    base = OmegaConf.create(dict(trainable_config))
     for i, point in enumerate(points or []):
         if not isinstance(point, Mapping):
             raise SpaceError(
@@ -328,7 +324,7 @@ def normalize_points(
         full: dict[str, Any] = {}
         for path, dim in dims.items():
             given = path in flat
-            value = flat[path] if given else get_path(trainable_config, path)
+            value = flat[path] if given else OmegaConf.select(base, path)
             if not dim.contains(value):
                 what = "value" if given else "left out, and its base value"
                 hint = "" if given else "; give it in the point"
@@ -347,10 +343,4 @@ def points_for_optuna(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 def points_for_variants(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Nested points, as Ray's BasicVariantGenerator (grid and random search) expects them."""
-    out = []
-    for p in points:
-        nested: dict[str, Any] = {}
-        for path, value in p.items():
-            set_path(nested, path, value)
-        out.append(nested)
-    return out
+    return [nested(p) for p in points]

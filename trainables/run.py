@@ -7,7 +7,8 @@ Examples::
     python -m trainables.run --out runs/inline/my_run epochs=8                   # resumes if it has a checkpoint
     python -m trainables.run --show-config                                       # every key and its default
 
-Overrides are OmegaConf dotlist (``aug.cutmix=0.5``, ``pretrained_path=null``, ``fold=-1``).
+Overrides are ``key=value`` with YAML values (``aug.cutmix=0.5``, ``pretrained_path=null``, ``fold=-1``),
+parsed by :func:`trainables.overrides.parse_overrides` like every other command's.
 Prints a row per epoch and the final metrics; checkpoints and ``metrics.json`` go to
 ``--out`` (default ``runs_dir()/inline/<timestamp>``), which keeps only the latest checkpoint.
 """
@@ -19,21 +20,8 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
-from omegaconf import OmegaConf
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key=value`` strings to a nested dict, values typed as YAML (``0.5``, ``true``, ``null``).
-
-    Raises:
-        ValueError: An item has no ``=``.
-    """
-    bad = [item for item in items if "=" not in item]
-    if bad:
-        raise ValueError(f"overrides must be key=value, got {bad}")
-    return OmegaConf.to_container(OmegaConf.from_dotlist(items), resolve=True)  # type: ignore[return-value]
+from trainables.overrides import parse_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         trainable = create_trainable(args.trainable)
-        overrides = parse_overrides(args.overrides)
+        overrides = dict(parse_overrides(args.overrides))  # dotted keys: resolve folds them in
         config = trainable.resolve(overrides)
     except ValueError as err:
         parser.error(str(err))

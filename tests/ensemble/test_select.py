@@ -16,8 +16,9 @@ import yaml
 from ensemble import MeanEnsemble, MethodResult, ProbStack, choose_method, create_method, evaluate_method
 from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
 from ensemble.artifacts import write_artifact
-from ensemble.optimize import build_parser, main
-from ensemble.stage import stage_argv
+from ensemble.optimize import build_parser, main, out_dir
+from ensemble.options import EnsembleOptions
+from ensemble.stage import stage_options
 from ensemble.synthetic import make_folds, make_probs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,9 +162,15 @@ def test_stage_passes_the_method_and_falls_back_to_the_defaults() -> None:
     cfg = OmegaConf.create(
         {"ensemble": {"method": "auto", "metric": "accuracy", "trials": 77}, "mlflow": {"enabled": False}}
     )
-    argv = stage_argv(cfg, "exp")
-    assert argv[argv.index("--method") + 1] == "auto" and argv[argv.index("--trials") + 1] == "77"
+    options = stage_options(cfg, "exp")
+    assert options.method == "auto" and options.trials == 77 and not options.mlflow
+    assert options == EnsembleOptions(experiment="exp", trials=77, mlflow=False)
+    assert out_dir(options, "exp").parts[-3:] == ("ensembles", "exp", "auto")
     bare = OmegaConf.create({"ensemble": {"metric": "accuracy"}, "mlflow": {"enabled": False}})
-    argv = stage_argv(bare, "exp")
-    assert argv[argv.index("--method") + 1] == DEFAULT_METHOD
-    assert argv[argv.index("--trials") + 1] == str(DEFAULT_TRIALS)
+    options = stage_options(bare, "exp")
+    assert options.method == DEFAULT_METHOD and options.trials == DEFAULT_TRIALS
+    # the command line with no flags and the stage of a bare config run the same ensemble
+    assert (
+        EnsembleOptions.from_args(build_parser().parse_args(["--experiment", "exp", "--no-mlflow"]))
+        == options
+    )

@@ -213,3 +213,48 @@ def test_a_group_override_merges_and_checks_its_keys() -> None:
     )
     with pytest.raises(ConfigError, match="unknown key 'trainable.aug.cutmx'"):
         load_config(["space=lr", "trainable.aug={cutmx: 0.5}"])
+
+
+def test_the_config_is_typed_by_its_schema_with_every_key_set() -> None:
+    from omegaconf import OmegaConf
+
+    from search.schema import TuneSchema
+
+    cfg = load_config(["space=lr", "trainable.lr=1", "resources.cpu=0.5"])
+    assert OmegaConf.missing_keys(cfg) == set()
+    assert OmegaConf.get_type(cfg.tune) is TuneSchema
+    assert OmegaConf.get_type(cfg.trainable).__name__ == "TimmTrainable"
+    assert cfg.trainable.lr == 1.0 and isinstance(
+        cfg.trainable.lr, float
+    )  # an int widened to the key's float
+    assert cfg.resources.cpu == 0.5 and cfg.resources.gpu == 0 and isinstance(cfg.resources.gpu, int)
+    for override, expected in [
+        ("tune.num_samples=2.5", "tune.num_samples=2.5 should be int like the default 4"),
+        ("mlflow.enabled=sometimes", "mlflow.enabled='sometimes' should be bool like the default True"),
+        ("tune.max_concurrent=many", "tune.max_concurrent='many': Value 'many' of type 'str' could not"),
+        (
+            "trainable.aug={cutmx: 0.5}",
+            "unknown key 'trainable.aug.cutmx'; did you mean trainable.aug.cutmix",
+        ),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_config([override])
+        assert expected in str(info.value), override
+
+
+def test_the_plan_is_computed_once_per_config_and_follows_a_change() -> None:
+    from search.config import search_plan
+
+    cfg = load_config(["space=lr", "tune.search_alg=auto"])
+    plan = search_plan(cfg)
+    assert search_plan(cfg) is plan and plan.search_alg == "tpe" and not plan.grid
+    assert plan.max_epochs == cfg.trainable.epochs and set(plan.dimensions) == set(dimensions(cfg))
+    cfg.trainable.epochs = 7  # what budget= does after loading
+    assert search_plan(cfg).max_epochs == 7 and max_epochs(cfg) == 7
+
+
+def test_pseudo_and_oof_read_their_keys_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    from search.pseudo import main as pseudo_main
+
+    assert pseudo_main(["threshold=high"]) == 2
+    assert "threshold='high'" in capsys.readouterr().err  # refused before any search is looked up

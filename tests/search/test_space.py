@@ -98,3 +98,17 @@ def test_contains_keeps_bools_and_numbers_apart() -> None:
     assert flags.contains(True) and not flags.contains(1)
     ints = Dimension.parse("bs", {"randint": [1, 4]})
     assert ints.contains(3) and not ints.contains(4) and ints.upper() == 3
+
+
+def test_param_space_keeps_the_config_and_puts_domains_at_the_searched_keys() -> None:
+    from search.space import nested, select
+
+    base = {"lr": 3e-4, "aug": {"cutmix": 0.0, "edge": False}}
+    dims = parse_search({"lr": {"loguniform": [1e-4, 1e-3]}, "aug.cutmix": {"grid": [0.0, 0.5]}})
+    space = build_param_space(base, dims)
+    assert space["aug"]["cutmix"] == {"grid_search": [0.0, 0.5]} and space["aug"]["edge"] is False
+    assert isinstance(space["lr"], Float) and base["lr"] == 3e-4  # base untouched
+    assert select(base, "aug.cutmix") == 0.0 and select(base, "aug.nope", KeyError) is KeyError
+    assert nested({"aug.cutmix": 0.5, "lr": 1}) == {"aug": {"cutmix": 0.5}, "lr": 1}
+    with pytest.raises(SpaceError, match="search.aug.nope: not a key"):
+        build_param_space(base, parse_search({"aug.nope": {"grid": [1, 2]}}))

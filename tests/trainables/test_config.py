@@ -10,8 +10,9 @@ import pytest
 from tests.trainables.conftest import tiny_config
 from trainables import create_trainable, default_config, list_trainables
 from trainables.config import COMMON_DEFAULTS, resolve_config
+from trainables.overrides import parse_overrides
 from trainables.registry import Trainable
-from trainables.run import main, parse_overrides
+from trainables.run import main
 
 
 def test_unknown_trainable_lists_the_valid_names() -> None:
@@ -86,13 +87,14 @@ def test_command_line_overrides_parse_as_yaml_values() -> None:
     got = parse_overrides(
         ["epochs=2", "aug.cutmix=0.5", "pretrained_path=null", "fold=-1", "backbone=test_vit"]
     )
-    assert got == {
-        "epochs": 2,
-        "aug": {"cutmix": 0.5},
-        "pretrained_path": None,
-        "fold": -1,
-        "backbone": "test_vit",
-    }
+    assert got == [
+        ("epochs", 2),
+        ("aug.cutmix", 0.5),
+        ("pretrained_path", None),
+        ("fold", -1),
+        ("backbone", "test_vit"),
+    ]
+    assert resolve_config(default_config("timm"), dict(got))["aug"]["cutmix"] == 0.5
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["epochs"])
 
@@ -122,3 +124,17 @@ def test_cli_runs_one_inline_trial(
     assert "val_acc" in out and '"final"' in out
     assert (tmp_path / "run" / "checkpoint_0001" / "model.pt").is_file()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())[0]["epoch"] == 1
+
+
+@pytest.mark.parametrize("name", ["timm", "clip", "dino"])
+def test_the_schema_is_generated_from_the_trainables_defaults(name: str) -> None:
+    from omegaconf import OmegaConf
+
+    from trainables.schema import CommonSchema, trainable_schema
+
+    schema = trainable_schema(name, default_config(name))
+    assert issubclass(schema, CommonSchema)
+    typed = OmegaConf.structured(schema)
+    assert OmegaConf.to_container(typed) == default_config(name)  # no default written twice
+    with pytest.raises(ValueError, match="could not be converted to Integer"):
+        typed.epochs = "many"
