@@ -188,7 +188,8 @@ def run(options: EnsembleOptions) -> int:
     files = write_outputs(summary, directory)
     if not options.quiet:
         print_comparison(summary, file=sys.stdout)
-    console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)
+    if options.paths:
+        console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)
     if options.mlflow:
         _log_mlflow(options, summary, directory, console, errors)
     return 0
@@ -225,7 +226,12 @@ def _evaluate(
         method = create_method(name, **_method_kwargs(name, options))
         # One bar per method: the fit on all rows, then each nested fold.
         with tqdm(
-            total=n_folds + 1, desc=f"{name:>9}", unit="fit", disable=options.quiet, dynamic_ncols=True
+            total=n_folds + 1,
+            desc=f"{name:>9}",
+            unit="fit",
+            # a bar per method on a terminal; in a log the comparison table says it all
+            disable=options.quiet or not sys.stderr.isatty(),
+            dynamic_ncols=True,
         ) as bar:
             result = evaluate_method(
                 method, stack, y, folds, options.metric, on_fold=lambda i, n, bar=bar: bar.update(1)
@@ -275,7 +281,8 @@ def _log_mlflow(options: EnsembleOptions, summary: Any, directory: Path, console
             highlight=False,
         )
     else:
-        console.print(f"MLflow run {run_id} at {options.mlflow_uri or tracking_uri()}", highlight=False)
+        if options.paths:
+            console.print(f"MLflow run {run_id} at {options.mlflow_uri or tracking_uri()}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ class EnsembleOptions:
         mlflow_uri: MLflow tracking URI; None: ``$MLFLOW_TRACKING_URI``, else the runs folder's store.
         submission: Write the submission (False keeps models without ``test.npy``).
         quiet: No progress output.
+        paths: Say where the files went and which MLflow run holds them (off as a stage of
+            ``search.run``, which says where everything is once, at its end).
     """
 
     experiment: str = "latest"
@@ -53,6 +55,7 @@ class EnsembleOptions:
     mlflow_uri: str | None = None
     submission: bool = True
     quiet: bool = False
+    paths: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EnsembleOptions:

@@ -38,6 +38,7 @@ def stage_options(cfg: Any, experiment: str, tracking_uri: str | None = None) ->
         mlflow=bool(cfg.mlflow.enabled),
         mlflow_experiment=str(cfg.mlflow.experiment) if cfg.mlflow.enabled else None,
         mlflow_uri=str(tracking_uri) if cfg.mlflow.enabled and tracking_uri else None,
+        paths=False,  # search.run says where everything is, once, at its end
     )
 
 
@@ -60,6 +61,4 @@ def run_stage(cfg: Any, outcome: Any) -> str:
     code = run(options)
     if code != 0:
         raise RuntimeError(f"the ensemble stage failed (exit {code}); see the error above")
-    submission = out_dir(options, experiment) / "submission.csv"
-    print(f"submission:   {submission}")
-    return str(submission)
+    return str(out_dir(options, experiment) / "submission.csv")
