@@ -33,6 +33,10 @@ def load_stage(name: str) -> Callable[[Any, Any], None]:
 
 
 def run_stages(names: list[str], cfg: Any, outcome: Any) -> None:
-    """Run each named stage in order."""
+    """Run each named stage in order; the search's HTML report is written first and after each stage."""
+    from search.report import publish
+
+    publish(outcome)
     for name in names:
         load_stage(name)(cfg, outcome)
+        publish(outcome)
