@@ -114,17 +114,31 @@ def find_search_run(client: Any, experiment_id: str, search: str) -> str | None:
 
 
 def log_table(client: Any, run_id: str, frame: Any, artifact_file: str) -> None:
-    """Log a DataFrame as a table MLflow's UI browses (the run's Artifacts tab, and Evaluation's tables).
+    """Log (or replace) a DataFrame as a table MLflow's UI browses: ``<artifact_file>`` in the run's artifacts.
+
+    ``MlflowClient.log_table`` appends to a table that exists, which would double the rows each
+    time a report is rewritten; this writes the same file (pandas' ``split`` JSON) over the old
+    one and sets the same ``mlflow.loggedArtifacts`` tag, so the UI lists it as a table.
 
     Args:
         client: An ``MlflowClient``.
         run_id: The run.
-        frame: A pandas DataFrame; NaN cells become empty, other cells stay as they are.
-        artifact_file: ``<name>.json`` under the run's artifacts.
+        frame: A pandas DataFrame.
+        artifact_file: ``<name>.json``, at the top of the run's artifacts.
     """
-    # MLflow's JSON writer refuses NaN; an empty cell reads the same in its table view.
-    clean = frame.astype(object).where(frame.notna(), None)
-    client.log_table(run_id, data=clean, artifact_file=artifact_file)
+    import json
+    import tempfile
+
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / artifact_file
+        frame.to_json(path, orient="split", index=False, date_format="iso")
+        client.log_artifact(run_id, str(path))
+    logged = json.loads(client.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    entry = {"path": artifact_file, "type": "table"}
+    if entry not in logged:
+        client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry]))
 
 
 def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str | None:

@@ -24,6 +24,8 @@ from common.io import atomic_write_text, runs_dir
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
+# Where `mlflow ui` serves a local store by default.
+LOCAL_UI = "http://127.0.0.1:5000"
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -42,12 +44,13 @@ def report_path(experiment: str, runs: Path | None = None) -> Path:
     return (runs or runs_dir()) / "search" / experiment / REPORT_FILE
 
 
-def write_report(experiment: str, runs: Path | None = None) -> Path:
+def write_report(experiment: str, runs: Path | None = None, mlflow_url: str | None = None) -> Path:
     """Write (or rewrite) the search's HTML report from the files its stages left.
 
     Args:
         experiment: The search's name (its folder under ``<runs>/search``).
         runs: The runs folder (default ``$RUNS_DIR``).
+        mlflow_url: The search's page in the MLflow UI, linked from the report (None: not linked).
 
     Returns:
         The report's path.
@@ -63,10 +66,15 @@ def write_report(experiment: str, runs: Path | None = None) -> Path:
     parts = [
         f"<h1>Search <code>{_e(experiment)}</code></h1>",
         f"<p class='muted'>written {when} from {_e(folder)}</p>",
+        f"<p>MLflow: <a href='{_e(mlflow_url)}'>{_e(mlflow_url)}</a></p>" if mlflow_url else "",
         _submission_section(runs, experiment),
         _table_section("Leaderboard", folder / "leaderboard.csv"),
         _plots_section(folder),
-        _table_section("Search score vs cross-validation (OOF refit)", runs / "oof" / experiment / "leaderboard.csv"),
+        _table_section(
+            "Search score vs cross-validation (OOF refit)",
+            runs / "oof" / experiment / "leaderboard.csv",
+            drop=("artifact", "submission", "mlflow_run_id"),  # long paths and ids: in the CSV
+        ),
         _ensemble_section(runs / "ensembles" / experiment),
         _text_section("Leak audit", folder / "leak_audit.txt"),
     ]
@@ -104,12 +112,12 @@ def publish(outcome: Any, runs: Path | None = None) -> Path | None:
     Returns:
         The report's path, or None when it could not be written (a warning says why).
     """
+    uri, parent = getattr(outcome, "tracking_uri", None), getattr(outcome, "parent_run_id", None)
     try:
-        path = write_report(str(outcome.experiment), runs)
+        path = write_report(str(outcome.experiment), runs, mlflow_url=search_page(uri, parent))
     except (OSError, ValueError) as err:  # a report is a convenience: never fail a stage over it
         log.warning("the HTML report of %s was not written: %s", outcome.experiment, err)
         return None
-    uri, parent = getattr(outcome, "tracking_uri", None), getattr(outcome, "parent_run_id", None)
     if uri and parent:
         from common.tracking import log_table
         from search.tracking import Tracker
@@ -122,6 +130,27 @@ def publish(outcome: Any, runs: Path | None = None) -> Path | None:
     return path
 
 
+def search_page(uri: str | None, parent_run_id: str | None, local_ui: str = LOCAL_UI) -> str | None:
+    """The search's parent run in the MLflow UI, opened on training runs (see :func:`common.tracking.ui_url`).
+
+    Args:
+        uri: The tracking URI; a local store is shown by ``mlflow ui`` at ``local_ui``.
+        parent_run_id: The search's parent run.
+        local_ui: Where ``mlflow ui`` serves a local store (its default address).
+
+    Returns:
+        The address, or None when untracked or the store does not answer.
+    """
+    if not (uri and parent_run_id):
+        return None
+    from common.tracking import ui_url
+    from search.tracking import Tracker
+
+    experiment_id = Tracker(str(uri)).call(lambda c: c.get_run(parent_run_id).info.experiment_id, queue=False)
+    server = str(uri) if str(uri).startswith(("http://", "https://")) else local_ui
+    return ui_url(server, experiment_id, parent_run_id) if experiment_id else None
+
+
 # ---- sections ---------------------------------------------------------------------------------
 
 
@@ -129,10 +158,11 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table_section(title: str, csv: Path, max_rows: int = 50) -> str:
+def _table_section(title: str, csv: Path, max_rows: int = 50, drop: tuple[str, ...] = ()) -> str:
     if not csv.is_file():
         return ""
     frame = pd.read_csv(csv)
+    frame = frame.drop(columns=[c for c in drop if c in frame])
     more = f"<p class='muted'>first {max_rows} of {len(frame)} rows; all in {_e(csv)}</p>" if len(frame) > max_rows else ""
     body = frame.head(max_rows).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
     return f"<h2>{_e(title)}</h2>{body}{more}<p class='muted'>{_e(csv)}</p>"

@@ -24,6 +24,7 @@ from search.leaderboard import print_leaderboard
 from search.preflight import Preflight, preflight
 from search.progress import setup_logging
 from search.records import CONFIG_FILE, list_experiments, search_dir
+from search.report import search_page
 from search.runner import SearchOutcome, run_search
 from search.stages import run_stages
 
@@ -131,10 +132,10 @@ def report(outcome: SearchOutcome, cfg: DictConfig) -> None:
         print(f"ray experiment:        {outcome.ray_path}")
     if outcome.tracking_uri:
         print(f"mlflow store:          {outcome.tracking_uri}   (parent run {outcome.parent_run_id})")
-        if str(outcome.tracking_uri).startswith(("http://", "https://")):
-            print(f"open it at:            {outcome.tracking_uri}")
-        else:
+        if not str(outcome.tracking_uri).startswith(("http://", "https://")):
             print(f"open it with:          mlflow ui --backend-store-uri {outcome.tracking_uri}")
+        page = search_page(outcome.tracking_uri, outcome.parent_run_id)
+        print(f"open it at:            {page or outcome.tracking_uri}")
     print(f"trial-epochs spent:    {outcome.trial_epochs}")
 
 
