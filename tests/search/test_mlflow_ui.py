@@ -7,6 +7,7 @@ Screenshots go to ``$RUNS_DIR/ui_screenshots`` (kept with the test's temporary f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -119,6 +120,13 @@ def test_the_store_is_laid_out_as_the_flow(flow: dict[str, Any]) -> None:
     assert any(p.startswith("ensemble_") and p.endswith("_methods.json") for p in logged)
 
 
+def _hide_assistant(page: Any) -> None:
+    """Close MLflow 3's assistant pane when it shows (it takes a third of the screen in screenshots)."""
+    close = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
+    with contextlib.suppress(playwright_api.Error):
+        close.first.click(timeout=3_000)
+
+
 def _expand(page: Any, run_name: str) -> None:
     """Click the +/- beside a run's name in the runs table (shows or hides its nested runs)."""
     row = page.locator("[role=row]", has_text=run_name).first
@@ -129,6 +137,7 @@ def test_the_experiment_opens_on_the_nested_training_runs(page: Any, flow: dict[
     """The experiment link shows the runs table: the search; under it its trials by name and the ensemble."""
     page.goto(ui_url(flow["uri"], flow["exp"].experiment_id))
     page.get_by_text(EXPERIMENT, exact=True).first.wait_for(timeout=60_000)
+    _hide_assistant(page)
     assert page.get_by_role("heading", name="Runs").count() == 1  # not the GenAI overview
     trials = sorted(
         (r for r in _children(flow, flow["parent"].info.run_id) if "trial_id" in r.data.tags),
@@ -151,9 +160,21 @@ def test_a_trial_page_shows_its_metric_charts(page: Any, flow: dict[str, Any]) -
     url = ui_url(flow["uri"], flow["exp"].experiment_id, trial.info.run_id)
     page.goto(url.replace("?", "/model-metrics?"))
     page.get_by_text("val_acc", exact=True).first.wait_for(timeout=60_000)
+    _hide_assistant(page)
     page.locator("canvas, svg.main-svg").first.wait_for(timeout=30_000)
     _shot(page, flow, "trial_metrics")
     assert page.get_by_text("epoch", exact=True).count() == 0
+
+
+def test_the_leaderboard_is_a_table_in_the_parent_runs_artifacts(page: Any, flow: dict[str, Any]) -> None:
+    """The parent run's Artifacts tab shows the leaderboard as a table (MLflow's "View as table")."""
+    url = ui_url(flow["uri"], flow["exp"].experiment_id, flow["parent"].info.run_id)
+    page.goto(url.replace("?", "/artifacts/search_leaderboard.json?"))
+    page.get_by_text("View as table").first.wait_for(timeout=60_000)
+    _hide_assistant(page)
+    trial_id = next(r.data.tags["trial_id"] for r in _children(flow, flow["parent"].info.run_id) if "trial_id" in r.data.tags)
+    page.get_by_role("cell", name=trial_id).first.wait_for(timeout=30_000)
+    _shot(page, flow, "parent_leaderboard_table")
 
 
 def test_the_html_report_renders_self_contained(page: Any, flow: dict[str, Any]) -> None:
