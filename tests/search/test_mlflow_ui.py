@@ -155,15 +155,23 @@ def test_the_experiment_opens_on_the_nested_training_runs(page: Any, flow: dict[
 
 
 def test_a_trial_page_shows_its_metric_charts(page: Any, flow: dict[str, Any]) -> None:
-    """A trial's run page charts its metrics per epoch (and no chart of ``epoch`` itself)."""
+    """A trial's run page charts its metrics against the epoch (the step), and no chart of ``epoch`` itself."""
     trial = next(r for r in _children(flow, flow["parent"].info.run_id) if "trial_id" in r.data.tags)
     url = ui_url(flow["uri"], flow["exp"].experiment_id, trial.info.run_id)
     page.goto(url.replace("?", "/model-metrics?"))
-    page.get_by_text("val_acc", exact=True).first.wait_for(timeout=60_000)
+    search = page.get_by_placeholder("Search metric charts")
+    search.wait_for(timeout=60_000)
     _hide_assistant(page)
-    page.locator("canvas, svg.main-svg").first.wait_for(timeout=30_000)
-    _shot(page, flow, "trial_metrics")
+    page.get_by_role("heading", name=trial.info.run_name).first.wait_for(timeout=30_000)
+    search.fill("epoch")  # the charts whose name holds "epoch": the trial's summary, never a step chart
+    page.get_by_text("best_epoch", exact=True).first.wait_for(timeout=30_000)
     assert page.get_by_text("epoch", exact=True).count() == 0
+    search.fill("val_")
+    page.get_by_text("val_acc", exact=True).first.wait_for(timeout=30_000)
+    page.locator("svg.main-svg").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1_000)  # let the charts draw their lines before the screenshot
+    assert page.get_by_text("Step", exact=True).count() >= 1  # a line chart over epochs, not a bar
+    _shot(page, flow, "trial_metrics")
 
 
 def test_the_leaderboard_is_a_table_in_the_parent_runs_artifacts(page: Any, flow: dict[str, Any]) -> None:
