@@ -1,4 +1,7 @@
-"""Log an ensemble run to MLflow, linked to the source model runs (MLflow is imported lazily)."""
+"""Log an ensemble run to MLflow, nested under its search's parent run and linked to the source model runs.
+
+MLflow is imported lazily.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from common.tracking import MAX_TAG, get_or_create_experiment, now_ms, param_value, tracking_uri
+from common.tracking import (
+    DEFAULT_EXPERIMENT,
+    MAX_TAG,
+    find_search_run,
+    get_or_create_experiment,
+    log_table,
+    now_ms,
+    param_value,
+    tracking_uri,
+)
 from ensemble._report import RunSummary, report_markdown
 
 __all__ = ["log_run"]
@@ -29,7 +41,9 @@ def log_run(
     Args:
         summary: The run's results.
         out_dir: Directory whose files (report, weights, submission, chart) become the run's artifacts.
-        experiment_name: MLflow experiment; defaults to ``<experiment>`` (beside the model runs).
+        experiment_name: MLflow experiment; defaults to :data:`common.tracking.DEFAULT_EXPERIMENT`, where
+            the search logs. The run nests under the parent run of the search named
+            ``summary.experiment`` there (found by its ``experiment`` tag), standalone or as a stage.
         params: Extra parameters (e.g. CLI options).
         uri: Tracking URI; defaults to :func:`common.tracking.tracking_uri`.
 
@@ -41,7 +55,8 @@ def log_run(
 
     uri = uri or tracking_uri()
     client = MlflowClient(tracking_uri=uri)
-    experiment_id = get_or_create_experiment(client, experiment_name or summary.experiment, uri)
+    experiment_id = get_or_create_experiment(client, experiment_name or DEFAULT_EXPERIMENT, uri)
+    parent = find_search_run(client, experiment_id, summary.experiment)
     sources = {a.model_id: a.mlflow_run_id for a in summary.artifacts if a.mlflow_run_id}
     tags = {
         "sketchsearch.stage": "ensemble",
@@ -52,6 +67,8 @@ def log_run(
         "mlflow.note.content": report_markdown(summary)[:MAX_TAG],
     }
     tags.update({_tag_key(f"source_run.{model_id}"): run_id for model_id, run_id in sources.items()})
+    if parent:
+        tags["mlflow.parentRunId"] = parent
     run = client.create_run(experiment_id, run_name=f"ensemble-{summary.chosen.name}", tags=tags)
     run_id = run.info.run_id
     try:
@@ -95,8 +112,27 @@ def log_run(
             tags=[RunTag("ensemble.out_dir", str(out_dir.resolve()))],
         )
         client.log_artifacts(run_id, str(out_dir))
+        log_table(client, run_id, methods_table(summary), "ensemble_methods.json")
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id)
     return run_id
+
+
+def methods_table(summary: RunSummary) -> Any:
+    """Every compared method as a row: its scores and each model's weight (a pandas DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for r in summary.results:
+        row: dict[str, Any] = {
+            "method": r.name,
+            "chosen": r.name == summary.chosen.name,
+            "in_sample": r.in_sample,
+            "nested_mean": r.nested_mean,
+            "nested_std": r.nested_std,
+        }
+        row.update({f"w.{m}": round(float(w), 4) for m, w in zip(summary.model_ids, r.weights, strict=True)})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="output directory (default $RUNS_DIR/ensembles/<experiment>/<method>)"
     )
     p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
-    p.add_argument("--mlflow-experiment", help="MLflow experiment (default: the OOF experiment's name)")
+    p.add_argument("--mlflow-experiment", help="MLflow experiment (default: sketchsearch, where the search logs; the run nests under the search's parent run)")
     p.add_argument(
         "--mlflow-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///$RUNS_DIR/mlflow.db)",

@@ -45,6 +45,7 @@ class ModelResult:
     directory: Path
     missing_folds: list[int]
     fold_scores: list[float] | None = None
+    fold_epochs: list[int] | None = None
     cv_mean: float | None = None
     cv_std: float | None = None
     oof_accuracy: float | None = None
@@ -153,7 +154,7 @@ def collect_model(
             "oof_accuracy": accuracy(oof_stored, facts.targets),
         },
     )
-    result.fold_scores = scores
+    result.fold_scores, result.fold_epochs = scores, epochs
     result.cv_mean, result.cv_std = float(np.mean(scores)), float(np.std(scores))
     result.oof_accuracy = accuracy(oof_stored, facts.targets)
     result.mlflow_run_id = mlflow_run_id
@@ -175,6 +176,7 @@ def is_current(model_dir: Path, k: int) -> bool:
 def _reuse(result: ModelResult) -> ModelResult:
     art = read_artifact(result.directory)
     result.fold_scores = art.fold_scores
+    result.fold_epochs = art.meta.get("extra", {}).get("refit_epochs")
     result.cv_mean, result.cv_std = art.cv_mean, art.cv_std
     result.oof_accuracy = art.meta.get("extra", {}).get("oof_accuracy")
     result.mlflow_run_id = art.mlflow_run_id
@@ -220,7 +222,9 @@ def log_model(tracker: tracking.Tracker, run_id: str, result: ModelResult, prefi
     """Log the CV scores and the artifact's files to the model's MLflow run (queued if the store is down).
 
     Metrics are ``<prefix>_cv_mean``, ``<prefix>_cv_std``, ``<prefix>_acc`` and ``<prefix>_fold_acc``
-    (one step per fold); the files go under the artifact folder ``<prefix>/``.
+    (one step per fold); the files go under the artifact folder ``<prefix>/``. Each fold fit also
+    gets a run nested under the model's (``fold k``, or ``<prefix> fold k``: its ``fold_acc`` and
+    ``epochs``), so the UI shows the refit as the tree it is.
     """
     from mlflow.entities import Metric, RunTag
 
@@ -239,5 +243,45 @@ def log_model(tracker: tracking.Tracker, run_id: str, result: ModelResult, prefi
         for path in sorted(directory.iterdir()):
             if path.is_file() and not path.name.startswith("."):
                 client.log_artifact(run_id, str(path), artifact_path=prefix)
+        log_fold_runs(client, run_id, result, prefix)
 
     tracker.call(log)
+
+
+def log_fold_runs(client: Any, run_id: str, result: ModelResult, prefix: str = "oof") -> list[str]:
+    """One finished run per fold fit, nested under the model's run; an earlier one is updated, not doubled.
+
+    Returns:
+        The fold runs' ids, in fold order.
+    """
+    from mlflow.entities import Metric
+
+    parent = client.get_run(run_id)
+    found = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and tags.fold_stage = '{prefix}'",
+        max_results=1000,
+    )
+    existing = {r.data.tags.get("fold"): r.info.run_id for r in found}
+    epochs = result.fold_epochs or []
+    ids = []
+    for fold, score in enumerate(result.fold_scores or []):
+        fold_id = existing.get(str(fold))
+        if fold_id is None:
+            name = f"fold {fold}" if prefix == "oof" else f"{prefix} fold {fold}"
+            tags = {
+                "mlflow.parentRunId": run_id,
+                "fold": str(fold),
+                "fold_stage": prefix,
+                "oof_model_id": result.model.model_id,
+                "trial_id": result.model.trial_id,
+            }
+            fold_id = client.create_run(parent.info.experiment_id, run_name=name, tags=tags).info.run_id
+        now = now_ms()
+        metrics = [Metric("fold_acc", float(score), now, 0)]
+        if fold < len(epochs):
+            metrics.append(Metric("epochs", float(epochs[fold]), now, 0))
+        client.log_batch(fold_id, metrics=metrics)
+        client.set_terminated(fold_id)
+        ids.append(fold_id)
+    return ids

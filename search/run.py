@@ -24,6 +24,7 @@ from search.leaderboard import print_leaderboard
 from search.preflight import Preflight, preflight
 from search.progress import setup_logging
 from search.records import CONFIG_FILE, list_experiments, search_dir
+from search.report import search_page
 from search.runner import SearchOutcome, run_search
 from search.stages import run_stages
 
@@ -127,6 +128,9 @@ def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:
 def where(outcome: SearchOutcome, results: Mapping[str, object]) -> None:
     """Where everything is, printed once at the end: only what exists."""
     rows: list[tuple[str, object]] = [(p.stem, p) for p in outcome.files if p.exists()]
+    report = outcome.out_dir / "report.html"
+    if report.exists():
+        rows.append(("report", report))
     oof = results.get("oof")
     if oof is not None:
         rows.append(("oof artifacts", getattr(oof, "out_dir", "")))
@@ -136,12 +140,9 @@ def where(outcome: SearchOutcome, results: Mapping[str, object]) -> None:
         rows += [("submission", r.submission) for r in getattr(oof, "results", []) if r.submission][:1]
     if outcome.tracking_uri:
         uri = str(outcome.tracking_uri)
-        rows.append(
-            (
-                "mlflow",
-                uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}",
-            )
-        )
+        if not uri.startswith(("http://", "https://")):
+            rows.append(("mlflow", f"mlflow ui --backend-store-uri {uri}"))
+        rows.append(("mlflow page", search_page(uri, outcome.parent_run_id) or uri))
     print("\nWhere everything is:")
     for name, path in rows:
         print(f"  {name + ':':<16} {path}")

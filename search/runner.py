@@ -300,7 +300,8 @@ def _start_tracking(
     record.tracking_uri, record.mlflow_experiment_id, record.parent_run_id = uri, exp_id, parent
     child_tags = {k: tags[k] for k in ("space", "trainable", "experiment")}
     callback = tracking.MlflowTrialCallback(
-        uri, exp_id, parent, child_tags, str(cfg.tune.metric), str(cfg.tune.mode), max_epochs(cfg)
+        uri, exp_id, parent, child_tags, str(cfg.tune.metric), str(cfg.tune.mode), max_epochs(cfg),
+        paths=list(dimensions(cfg)),
     )
     return tracker, [callback]
 

@@ -35,8 +35,15 @@ def load_stage(name: str) -> Callable[[Any, Any], None]:
 def run_stages(
     names: list[str], cfg: Any, outcome: Any, results: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Run each named stage in order; ``results`` (filled as they finish) maps a stage to what it returned."""
+    """Run each named stage in order; the search's HTML report is written first and after each stage.
+
+    ``results`` (filled as the stages finish) maps a stage to what it returned.
+    """
+    from search.report import publish
+
     results = {} if results is None else results
+    publish(outcome)
     for name in names:
         results[name] = load_stage(name)(cfg, outcome)
+        publish(outcome)
     return results

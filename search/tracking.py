@@ -21,14 +21,16 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from common.tracking import get_or_create_experiment, is_finite, now_ms, param_value
 from search.failures import describe_error
+from search.progress import trial_label
 from search.space import flatten
 
 log = logging.getLogger(__name__)
 
 # Ray's bookkeeping keys are not the trainable's metrics, except the wall time a trial has spent.
-_NOT_METRICS = (set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}) - {
-    "time_total_s"
-}
+# ``epoch`` is every metric's step, not a metric: logged, MLflow would chart it against itself.
+_NOT_METRICS = (
+    set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "epoch"}
+) - {"time_total_s"}
 # After a failure, wait this long before touching the store again (a down server times out slowly).
 _COOLDOWN_S = 30.0
 _MAX_BACKLOG = 20_000
@@ -200,9 +202,11 @@ def finish_run(
 class MlflowTrialCallback(Callback):
     """Log each trial as a child run of the search's parent run (Ray Tune driver callback).
 
-    The child holds the trial's whole config as flattened params (``backbone``, ``lr``,
-    ``aug.cutmix``), every reported metric per epoch (``step`` = epoch), tags (space, trainable,
-    backbone, fold, trial id, parent) and, when the trial ends, its final scores and status.
+    The child is named by what differs between trials (``lite0 lr=0.001 cutmix=0.5``, see
+    :func:`search.progress.trial_label`) and holds the trial's whole config as flattened params
+    (``backbone``, ``lr``, ``aug.cutmix``), every reported metric per epoch (``step`` = epoch), tags
+    (space, trainable, backbone, fold, trial id, parent) and, when the trial ends, its final scores
+    and status.
 
     Args:
         uri: Tracking URI.
@@ -212,6 +216,7 @@ class MlflowTrialCallback(Callback):
         metric: The metric the search optimises (for the final ``best_<metric>``).
         mode: ``max`` or ``min``.
         max_epochs: A trial stopped before this many epochs is tagged ``stopped_early``.
+        paths: The searched keys (dotted), which name each child run; none: named by trial id.
     """
 
     def __init__(
@@ -223,8 +228,10 @@ class MlflowTrialCallback(Callback):
         metric: str,
         mode: str,
         max_epochs: int,
+        paths: Iterable[str] = (),
     ) -> None:
         self.tracker = Tracker(uri)
+        self.paths = list(paths)
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.tags = dict(tags)
@@ -301,7 +308,8 @@ class MlflowTrialCallback(Callback):
                 "backbone": str(config.get("backbone", "")),
                 "fold": str(config.get("fold", "")),
             }
-            run = client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
+            name = trial_label(config, getattr(self, "paths", ())) or trial_id  # pickled before paths
+            run = client.create_run(self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
             _log_params(client, run_id, config)
         self._runs[trial_id] = run_id

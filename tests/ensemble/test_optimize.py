@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.tracking import DEFAULT_EXPERIMENT, get_or_create_experiment
 from ensemble.artifacts import read_artifact, write_artifact
 from ensemble.optimize import main
 
@@ -148,6 +149,12 @@ def test_mlflow_run_links_the_source_runs(
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.create_experiment("models", artifact_location=(tmp_path / "model_artifacts").as_uri())
     sources = {m: client.create_run(exp_id, run_name=m).info.run_id for m in digits_oof.model_ids}
+    # The search's parent run, as search.runner logs it (tag ``experiment``), in the default experiment;
+    # a run of another search with a nested child must not be taken for it.
+    search_exp = get_or_create_experiment(client, DEFAULT_EXPERIMENT, uri)
+    other = client.create_run(search_exp, run_name="other", tags={"experiment": "other"}).info.run_id
+    client.create_run(search_exp, tags={"experiment": digits_oof.experiment, "mlflow.parentRunId": other})
+    parent = client.create_run(search_exp, run_name="search", tags={"experiment": digits_oof.experiment})
     exp = _copy_experiment(
         digits_oof, tmp_path / "oof", **{m: {"mlflow_run_id": r} for m, r in sources.items()}
     )
@@ -156,7 +163,7 @@ def test_mlflow_run_links_the_source_runs(
     out = tmp_path / "out"
     assert main(["--runs", str(exp), "--method", "caruana", "--out", str(out), *QUICK]) == 0
 
-    ensemble_exp = client.get_experiment_by_name(digits_oof.experiment)
+    ensemble_exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)  # the search's, by default
     assert ensemble_exp.artifact_location.startswith((tmp_path / "mlartifacts").as_uri())
     (run,) = client.search_runs([ensemble_exp.experiment_id], "tags.`sketchsearch.stage` = 'ensemble'")
     assert run.info.status == "FINISHED"
@@ -178,7 +185,18 @@ def test_mlflow_run_links_the_source_runs(
         assert client.get_run(run_id).info.run_name == model_id  # the links resolve in the same store
     assert set(run.data.tags["source_run_ids"].split(",")) == set(sources.values())
     logged = {f.path for f in client.list_artifacts(run.info.run_id)}
-    assert logged == {"submission.csv", "test_proba.npy", "weights.json", "report.md", "weights.png"}
+    assert logged == {
+        "submission.csv",
+        "test_proba.npy",
+        "weights.json",
+        "report.md",
+        "weights.png",
+        "ensemble_methods.json",  # the methods table the UI browses
+    }
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id  # nested under its search
+    assert ensemble_exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on runs
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "ensemble_methods.json")).read_text())
+    assert "caruana" in [row[table["columns"].index("method")] for row in table["data"]]
 
 
 def test_incompatible_artifacts_exit_2_naming_the_culprit(

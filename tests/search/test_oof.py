@@ -175,6 +175,14 @@ def test_each_model_is_logged_to_its_trials_mlflow_run(refit: dict) -> None:
         assert run.data.metrics["oof_cv_mean"] == pytest.approx(meta["cv_mean"])
         logged = {f.path for f in client.list_artifacts(run.info.run_id, "oof")}
         assert {"oof/oof.npy", "oof/test.npy", "oof/meta.json", "oof/submission.csv"} <= logged
+        folds = client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        )
+        by_name = {f.info.run_name: f for f in folds}  # the fold fits, nested under the model's run
+        assert sorted(by_name) == [f"fold {k}" for k in range(K)]
+        for k in range(K):
+            assert by_name[f"fold {k}"].data.metrics["fold_acc"] == pytest.approx(meta["fold_scores"][k])
+            assert by_name[f"fold {k}"].data.metrics["epochs"] == meta["extra"]["refit_epochs"][k]
     assert "oof/leaderboard.csv" in {f.path for f in client.list_artifacts(parent, "oof")}
 
 

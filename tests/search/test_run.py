@@ -126,8 +126,14 @@ def test_search_ranks_trials_stops_the_weak_one_and_logs_to_mlflow(
     assert good_run.data.metrics["epochs_run"] == 2 and good_run.data.metrics[
         "best_train_loss"
     ] == pytest.approx(good.train_loss)
-    for key in ("val_acc", "val_f1", "val_loss", "lr", "img_per_s", "epoch"):
+    for key in ("val_acc", "val_f1", "val_loss", "lr", "img_per_s"):
         assert key in good_run.data.metrics
+    assert "epoch" not in good_run.data.metrics  # it is every metric's step, not a chart of its own
+    # named by what differs between trials, the trial id kept as a tag
+    assert {good_run.info.run_name, weak_run.info.run_name} == {"lr=0.003", "lr=1e-09"}
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )
 
 
 def test_search_logs_to_a_real_mlflow_server(ray_local: None, tiny: list[str], mlflow_server: str) -> None:
