@@ -81,7 +81,6 @@ def inline_trials(n: int, seed0: int) -> tuple[float, list[dict[str, float]]]:
     import trainables.base as base
     import trainables.driver as driver
     import trainables.timm_classifier as timm_classifier
-    import trainables.trialkit as trialkit
     from trainables import create_trainable
     from trainables.session import InlineSession
 

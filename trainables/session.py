@@ -84,7 +84,9 @@ class InlineSession:
                 self._printed_header = True
             self._print(_row([metrics.get(k) for k in _TABLE_KEYS]))
         self.history.append(metrics)
-        atomic_write_json(self.out_dir / "metrics.json", self.history, indent=1, sort_keys=False, allow_nan=True)
+        atomic_write_json(
+            self.out_dir / "metrics.json", self.history, indent=1, sort_keys=False, allow_nan=True
+        )
         if checkpoint_dir is not None:
             dest = self.out_dir / f"{CHECKPOINT_PREFIX}{int(metrics.get('epoch', len(self.history))):04d}"
             if dest.exists():
