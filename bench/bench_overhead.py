@@ -159,8 +159,18 @@ def trial_phases(ray_path: str, clock: DriverClock) -> list[dict[str, float]]:
         if driver.get("complete"):
             marks["driver: complete"] = driver["complete"][0]
         order = sorted(marks.items(), key=lambda kv: kv[1])
-        out.append({f"{a} -> {b}": tb - ta for (a, ta), (b, tb) in zip(order, order[1:], strict=False)})
+        gaps = {f"{a} -> {b}": tb - ta for (a, ta), (b, tb) in zip(order, order[1:], strict=False)}
+        gaps["cold"] = float("worker process start" in marks)  # the first trial of its worker process
+        out.append(gaps)
     return out
+
+
+def steady_per_slot(clock: DriverClock, slots: int) -> float:
+    """Wall per trial per slot once every slot is busy: the gaps between completions after the first wave."""
+    done = sorted(e["complete"][0] for e in clock.events.values() if e.get("complete"))
+    if len(done) <= slots:
+        return float("nan")
+    return (done[-1] - done[slots - 1]) * slots / (len(done) - slots)
 
 
 def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -192,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     walls: dict[str, dict[int, float]] = defaultdict(dict)
     inline_rows: list[dict[str, float]] = []
     tune_rows: dict[str, list[dict[str, float]]] = defaultdict(list)
+    steady: dict[str, float] = {}
     try:
         inline_trials(1, 10_000)  # warm-up: imports, first-call costs
         for n in (small, large):  # interleaved: inline, then each Tune mode, at each size
@@ -203,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
                 wall, clock, path = tune_trials(n, slots, mode == "reuse", stamp)
                 walls[mode][n] = wall
                 tune_rows[mode] += trial_phases(path, clock)
+                steady[mode] = steady_per_slot(clock, slots)
                 print(f"tune {mode} {n}: {wall:.1f}s", flush=True)
     finally:
         ray.shutdown()
-    report(walls, inline_rows, tune_rows, small, large, slots)
+    report(walls, inline_rows, tune_rows, steady, small, large, slots)
     return 0
 
 
@@ -214,14 +226,19 @@ def report(
     walls: dict[str, dict[int, float]],
     inline_rows: list[dict[str, float]],
     tune_rows: dict[str, list[dict[str, float]]],
+    steady: dict[str, float],
     small: int,
     large: int,
     slots: int,
 ) -> None:
     """Print the slopes, the overhead over inline and the per-trial breakdowns."""
     inline_slope = (walls["inline"][large] - walls["inline"][small]) / (large - small)  # one core, serial
-    print(f"\ninline fit: {inline_slope:.2f}s per trial (slope {small}->{large} trials, one core)")
-    for name, phase in mean_rows(inline_rows).items():
+    inline = mean_rows(inline_rows)
+    print(
+        f"\ninline fit: {inline_slope:.2f}s per trial (slope {small}->{large} trials, one core); "
+        f"{inline['total']:.2f}s mean fit"
+    )
+    for name, phase in inline.items():
         print(f"  {name:40s} {phase:6.2f}s")
     for mode, by_n in walls.items():
         if mode == "inline":
@@ -229,10 +246,16 @@ def report(
         slope = (by_n[large] - by_n[small]) / ((large - small) / slots)
         print(
             f"\ntune {mode}: {slope:.2f}s of wall per trial per slot (slope {small}->{large} trials on {slots} "
-            f"slots): +{slope - inline_slope:.2f}s over inline ({slope / inline_slope:.2f}x)"
+            f"slots): +{slope - inline_slope:.2f}s over inline ({slope / inline_slope:.2f}x); steady state of "
+            f"the {large}-trial run {steady[mode]:.2f}s per trial per slot: +{steady[mode] - inline['total']:.2f}s "
+            f"over the inline fit ({steady[mode] / inline['total']:.2f}x)"
         )
-        for name, gap in sorted(mean_rows(tune_rows[mode]).items(), key=lambda kv: -kv[1]):
-            print(f"  {name:55s} {gap:6.2f}s")
+        for kind, cold in (("cold (a new worker process)", 1.0), ("warm (a reused worker)", 0.0)):
+            rows = [r for r in tune_rows[mode] if r["cold"] == cold]
+            print(f"  {len(rows)} trials {kind}:")
+            for name, gap in sorted(mean_rows(rows).items(), key=lambda kv: -kv[1]):
+                if name != "cold":
+                    print(f"    {name:55s} {gap:6.2f}s")
 
 
 if __name__ == "__main__":
