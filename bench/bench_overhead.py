@@ -15,7 +15,7 @@ synthetic data, 32 px), so a busy shared machine slows both alike:
 The overhead is a slope, so Ray's start and the Tuner's set-up cancel out: each side runs ``small``
 and ``large`` trials and ``(wall(large) - wall(small)) / ((large - small) / slots)`` is the wall
 time one trial costs a slot. Per trial, the breakdown comes from the timestamps the trial records
-(``SKETCHSEARCH_TRACE_PHASES``: see :class:`trainables.session.RaySession`) and a driver-side
+(``SKETCHSEARCH_TRACE_PHASES``: see :func:`trainables.session.phases_path`) and a driver-side
 callback's (trial start, each result, completion).
 """
 
@@ -148,12 +148,12 @@ def tune_trials(n: int, slots: int, reuse: bool, stamp: str) -> tuple[float, Dri
 def trial_phases(ray_path: str, clock: DriverClock) -> list[dict[str, float]]:
     """Per trial, the gaps between the timestamps its ``phases.jsonl`` and the driver recorded (s)."""
     out = []
-    for path in Path(ray_path).glob("*/phases.jsonl"):
+    for path in (runs_dir() / "phases" / Path(ray_path).name).glob("*.jsonl"):
         marks: dict[str, float] = {}
         for line in path.read_text().splitlines():
             event = json.loads(line)
             marks.setdefault(event["phase"], event["time"])  # the first of each (one epoch anyway)
-        driver = clock.events.get(path.parent.name.removeprefix("trial_"), {})
+        driver = clock.events.get(path.stem, {})
         if driver.get("start"):
             marks["driver: trial start"] = driver["start"][0]
         if driver.get("complete"):

@@ -106,7 +106,7 @@ class InlineSession:
 
 
 # Set (to anything but 0) to have each Ray trial write when it reached each phase to
-# ``<trial dir>/phases.jsonl`` (bench/bench_overhead.py reads them).
+# :func:`phases_path` (bench/bench_overhead.py reads them).
 TRACE_PHASES_ENV = "SKETCHSEARCH_TRACE_PHASES"
 _worker_started: list[float] = []  # this worker process's start, until its first trial traced it
 
@@ -130,7 +130,8 @@ class RaySession:
         self._batches = 0
         self._trace: Path | None = None
         if os.environ.get(TRACE_PHASES_ENV, "0") not in ("", "0"):
-            self._trace = Path(ray.tune.get_context().get_trial_dir()) / "phases.jsonl"
+            context = ray.tune.get_context()
+            self._trace = phases_path(context.get_experiment_name(), context.get_trial_id())
             if not _worker_started:
                 import psutil
 
@@ -190,6 +191,15 @@ class RaySession:
 def progress_path(experiment: str, trial_id: str) -> Path:
     """Where a Ray trial records its progress inside the current epoch (read by ``search.progress``)."""
     return runs_dir() / "progress" / experiment / f"{trial_id}.json"
+
+
+def phases_path(experiment: str, trial_id: str) -> Path:
+    """Where a Ray trial records its phases' times when ``SKETCHSEARCH_TRACE_PHASES`` is set.
+
+    Not the trial's directory: a reused worker's later trials write theirs to a local working
+    directory that Ray need not copy to the storage before the trial ends.
+    """
+    return runs_dir() / "phases" / experiment / f"{trial_id}.jsonl"
 
 
 def write_progress(path: Path, epoch: int, done: int, total: int) -> None:
