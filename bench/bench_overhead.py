@@ -6,9 +6,9 @@
 Both sides run in one process, interleaved, on the same tiny 1-epoch config (``test_efficientnet``,
 synthetic data, 32 px), so a busy shared machine slows both alike:
 
-* inline: ``create_trainable("timm").fit`` with an ``InlineSession``, one trial after another on
-  one core (one slot's share), with the in-fit phases timed (data open, model build, loader start,
-  the epoch, validation, checkpoint write);
+* inline: ``create_trainable("timm").fit`` with an ``InlineSession``, on ``slots`` processes of one
+  core each (warm: each fits once untimed first), with the in-fit phases timed (data open, model build,
+  loaders, the epoch, validation, checkpoint write);
 * Tune: the same configs as one ``search.runner.run_search`` over ``slots`` 1-CPU slots (FIFO,
   no MLflow), once with ``reuse_actors`` off (a fresh worker per trial) and once on.
 
@@ -76,8 +76,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def inline_trials(n: int, seed0: int) -> tuple[float, list[dict[str, float]]]:
-    """``n`` inline fits on one core; wall time and each fit's phase times (s)."""
+def inline_trials(n: int, slots: int, seed0: int) -> tuple[float, list[dict[str, float]]]:
+    """``n`` inline fits on ``slots`` processes, one core each; wall time and each fit's phases (s).
+
+    Each process first fits once untimed (its imports and first-call costs, which a reused Ray
+    worker has also paid), then its share of the ``n`` fits one after another.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = sorted(os.sched_getaffinity(0))
+    shares = [(n // slots + (i < n % slots), seed0 + 1000 * i, cores[i % len(cores)]) for i in range(slots)]
+    with ProcessPoolExecutor(slots, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = list(pool.map(_inline_slot, shares))
+    return max(wall for wall, _ in done), [row for _, rows in done for row in rows]
+
+
+def _inline_slot(share: tuple[int, int, int]) -> tuple[float, list[dict[str, float]]]:
+    """One inline slot: a warm-up fit, then ``n`` timed fits on one core."""
+    n, seed0, core = share
     import trainables.base as base
     import trainables.driver as driver
     import trainables.timm_classifier as timm_classifier
@@ -107,8 +124,9 @@ def inline_trials(n: int, seed0: int) -> tuple[float, list[dict[str, float]]]:
         timed(timm_classifier._TimmTrial, "evaluate", "validation"),
         timed(driver, "save_checkpoint", "checkpoint write"),
     ]
-    affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, sorted(affinity)[:1])  # one slot's share, as a 1-CPU trial gets
+    os.sched_setaffinity(0, [core])  # one slot's share, as a 1-CPU trial gets
+    with tempfile.TemporaryDirectory() as tmp:
+        create_trainable("timm").fit({**CONFIG, "seed": seed0 - 1}, InlineSession(tmp, verbose=False))
     per_trial: list[dict[str, float]] = []
     try:
         start = time.perf_counter()
@@ -121,7 +139,6 @@ def inline_trials(n: int, seed0: int) -> tuple[float, list[dict[str, float]]]:
             per_trial.append({**phases, "total": total})
         wall = time.perf_counter() - start
     finally:
-        os.sched_setaffinity(0, affinity)
         for module, name, original in patches:
             setattr(module, name, original)
     return wall, per_trial
@@ -204,9 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     tune_rows: dict[str, list[dict[str, float]]] = defaultdict(list)
     steady: dict[str, float] = {}
     try:
-        inline_trials(1, 10_000)  # warm-up: imports, first-call costs
         for n in (small, large):  # interleaved: inline, then each Tune mode, at each size
-            wall, rows = inline_trials(n, 100 * n)
+            wall, rows = inline_trials(n, slots, 100_000 * n)
             walls["inline"][n] = wall
             inline_rows += rows
             print(f"inline {n}: {wall:.1f}s", flush=True)
@@ -232,11 +248,11 @@ def report(
     slots: int,
 ) -> None:
     """Print the slopes, the overhead over inline and the per-trial breakdowns."""
-    inline_slope = (walls["inline"][large] - walls["inline"][small]) / (large - small)  # one core, serial
+    inline_slope = (walls["inline"][large] - walls["inline"][small]) / ((large - small) / slots)
     inline = mean_rows(inline_rows)
     print(
-        f"\ninline fit: {inline_slope:.2f}s per trial (slope {small}->{large} trials, one core); "
-        f"{inline['total']:.2f}s mean fit"
+        f"\ninline fit: {inline_slope:.2f}s of wall per trial per slot (slope {small}->{large} trials on {slots} "
+        f"processes, one core each); {inline['total']:.2f}s mean fit"
     )
     for name, phase in inline.items():
         print(f"  {name:40s} {phase:6.2f}s")
