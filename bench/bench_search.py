@@ -2,6 +2,8 @@
 
     python bench/bench_search.py              # the full bench (~10 min on 2 CPU cores)
     python bench/bench_search.py --smoke      # a 1-minute check that it runs
+    python bench/bench_search.py --hard       # part 1 on sketchy125: Lite0 @ 128 px, 12 configs x 6 epochs
+                                              # (hours on 2 CPU cores; minutes on a GPU)
 
 Part 1: one random search (same seed, so the very same configs) run twice, under FIFO (every
 trial runs every epoch) and under ASHA. Reported: the best val accuracy each found, the
@@ -48,12 +50,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--cpu", type=float, default=1, help="CPUs per trial")
     p.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    p.add_argument("--data", default="synthetic", help="data set of part 1")
+    p.add_argument("--grace-period", default="1", help="ASHA's grace period (epochs, or auto: warmup + 1)")
+    p.add_argument(
+        "--skip-overhead", action="store_true", help="part 1 only (bench_overhead.py measures more)"
+    )
     p.add_argument(
         "--smoke", action="store_true", help="tiny model, 3 trials x 2 epochs: checks the bench runs"
+    )
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="part 1 on /work/shared/data/sketchy125 (its group-aware fold 0), Lite0 @ 128 px, 12 x 6 epochs",
     )
     args = p.parse_args(argv)
     if args.smoke:
         args.trials, args.epochs, args.backbone = 3, 2, "test_efficientnet"
+    if args.hard:
+        args.data, args.trials, args.epochs, args.image_size = "/work/shared/data/sketchy125", 12, 6, 128
+        args.grace_period, args.skip_overhead = "auto", True
     return args
 
 
@@ -61,6 +76,7 @@ def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[Sear
     """The same random search under FIFO and under ASHA."""
     common = [
         "space=quick",
+        f"data={args.data}",
         f"trainable.backbone={args.backbone}",
         f"trainable.pretrained={str(args.backbone != 'test_efficientnet').lower()}",
         f"trainable.image_size={args.image_size}",
@@ -73,7 +89,7 @@ def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[Sear
         f"tune.seed={args.seed}",
         f"tune.num_samples={args.trials}",
         f"resources.cpu={args.cpu}",
-        "scheduler.grace_period=1",
+        f"scheduler.grace_period={args.grace_period}",
         "scheduler.reduction_factor=3",
         "mlflow.enabled=false",
         "verbose=0",
@@ -136,7 +152,7 @@ def overhead(args: argparse.Namespace, stamp: str) -> dict[str, float]:
 
 
 def report(
-    runs: dict[str, tuple[SearchOutcome, float]], cost: dict[str, float], args: argparse.Namespace
+    runs: dict[str, tuple[SearchOutcome, float]], cost: dict[str, float] | None, args: argparse.Namespace
 ) -> None:
     """Print the figures side by side, with the ratios the targets are about."""
     console = Console(width=120)
@@ -163,6 +179,8 @@ def report(
         f"ASHA spent {100 * ratio:.0f}% of FIFO's trial-epochs (target <= 40%): {'met' if ratio <= 0.40 else 'MISSED'}; "
         f"wall time {asha_wall:.0f}s vs {fifo_wall:.0f}s ({asha_wall / fifo_wall:.2f}x)"
     )
+    if cost is None:
+        return
     console.print(
         f"Per-trial overhead of Ray Tune: one 2-epoch trial inline {cost['inline_s']:.1f}s, as a one-trial "
         f"Tune search {cost['tune_s']:.1f}s (the trial itself reports {cost['trial_reported_s']:.1f}s): "
@@ -182,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     print(f"ray.init: {time.perf_counter() - start:.1f}s; runs under {runs_dir()}", flush=True)
     try:
-        cost = overhead(args, stamp)
+        cost = None if args.skip_overhead else overhead(args, stamp)
         runs = scheduler_runs(args, stamp)
     finally:
         ray.shutdown()

@@ -465,6 +465,8 @@ def _run_folds(
 ) -> None:
     from ray import tune
 
+    from trainables.raytrial import reusable
+
     name = f"{experiment}-oof"
     storage = storage_root(cfg, runs)
     if not remote_storage(cfg, runs):
@@ -475,9 +477,10 @@ def _run_folds(
     install_retry_rule()  # max_failures retries crashes, not deterministic errors
     with ray_session(cfg, runs):
         tuner = tune.Tuner(
-            tune.with_resources(ray_fold_trial, resources),
+            tune.with_resources(reusable(ray_fold_trial), resources),
             param_space={"job": tune.grid_search(jobs)},
-            tune_config=tune.TuneConfig(trial_dirname_creator=_fold_dirname),
+            # A finished fold's worker runs the next: no new process, imports or placement group.
+            tune_config=tune.TuneConfig(trial_dirname_creator=_fold_dirname, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=storage,

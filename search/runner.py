@@ -233,6 +233,8 @@ def _new_tuner(cfg: DictConfig, trainable: Any, callbacks: list[Any], fits: int)
             num_samples=int(cfg.tune.num_samples),
             time_budget_s=cfg.tune.time_budget_s,
             trial_dirname_creator=trial_dirname,
+            # A finished trial's worker runs the next one: no new process, imports or placement group.
+            reuse_actors=bool(cfg.tune.get("reuse_actors", True)),
         ),
         run_config=tune.RunConfig(
             name=str(cfg.experiment),

@@ -84,7 +84,9 @@ class InlineSession:
                 self._printed_header = True
             self._print(_row([metrics.get(k) for k in _TABLE_KEYS]))
         self.history.append(metrics)
-        atomic_write_json(self.out_dir / "metrics.json", self.history, indent=1, sort_keys=False, allow_nan=True)
+        atomic_write_json(
+            self.out_dir / "metrics.json", self.history, indent=1, sort_keys=False, allow_nan=True
+        )
         if checkpoint_dir is not None:
             dest = self.out_dir / f"{CHECKPOINT_PREFIX}{int(metrics.get('epoch', len(self.history))):04d}"
             if dest.exists():
@@ -103,6 +105,12 @@ class InlineSession:
         print(line, file=self.stream or sys.stdout, flush=True)
 
 
+# Set (to anything but 0) to have each Ray trial write when it reached each phase to
+# :func:`phases_path` (bench/bench_overhead.py reads them).
+TRACE_PHASES_ENV = "SKETCHSEARCH_TRACE_PHASES"
+_worker_started: list[float] = []  # this worker process's start, until its first trial traced it
+
+
 class RaySession:
     """The session of a Ray Tune function trial.
 
@@ -110,24 +118,52 @@ class RaySession:
     persists a copy to the run's storage, then the local directory is deleted); how many
     checkpoints are kept is the ``CheckpointConfig`` of the Tuner. ``latest_checkpoint`` is
     ``ray.tune.get_checkpoint()``: set when Ray restores a failed or paused trial.
+
+    With ``SKETCHSEARCH_TRACE_PHASES`` set, :meth:`mark` records the time of each phase (the worker
+    process's start, the fit's start, set-up done, first batch, each epoch's end and report).
     """
 
     def __init__(self) -> None:
         import ray.tune  # noqa: F401  (fail here, clearly, where Ray is not installed)
 
         self._shown = 0.0
+        self._batches = 0
+        self._trace: Path | None = None
+        if os.environ.get(TRACE_PHASES_ENV, "0") not in ("", "0"):
+            context = ray.tune.get_context()
+            self._trace = phases_path(context.get_experiment_name(), context.get_trial_id())
+            if not _worker_started:
+                import psutil
+
+                _worker_started.append(psutil.Process().create_time())
+                self.mark("worker process start", _worker_started[0])
+            self.mark("fit start")
+
+    def mark(self, phase: str, when: float | None = None) -> None:
+        """Record that the trial reached ``phase`` now (or at ``when``), when tracing phases."""
+        if self._trace is None:
+            return
+        with contextlib.suppress(OSError):  # tracing never fails a trial
+            self._trace.parent.mkdir(parents=True, exist_ok=True)  # a reused worker's new trial: not yet made
+            with self._trace.open("a") as f:
+                f.write(json.dumps({"phase": phase, "time": time.time() if when is None else when}) + "\n")
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         """Report to Ray Tune, with the checkpoint if given."""
         import ray.tune
 
+        self.mark("epoch done (val, checkpoint written)")
         checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.tune.report(_plain(metrics), checkpoint=checkpoint)
         if checkpoint_dir:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        self.mark("reported (checkpoint persisted)")
 
     def progress(self, epoch: int, done: int, total: int) -> None:
         """Record how far the epoch is, at most once a second, for the driver's live table."""
+        self._batches += 1
+        if self._batches == 1:
+            self.mark("first batch done")
         now = time.monotonic()
         if done < total and now - self._shown < 1.0:
             return
@@ -143,6 +179,7 @@ class RaySession:
         import pyarrow.fs
         import ray.tune
 
+        self.mark("set-up done (data, model, loaders)")
         checkpoint = ray.tune.get_checkpoint()
         if checkpoint is None:
             return None
@@ -154,6 +191,15 @@ class RaySession:
 def progress_path(experiment: str, trial_id: str) -> Path:
     """Where a Ray trial records its progress inside the current epoch (read by ``search.progress``)."""
     return runs_dir() / "progress" / experiment / f"{trial_id}.json"
+
+
+def phases_path(experiment: str, trial_id: str) -> Path:
+    """Where a Ray trial records its phases' times when ``SKETCHSEARCH_TRACE_PHASES`` is set.
+
+    Not the trial's directory: a reused worker's later trials write theirs to a local working
+    directory that Ray need not copy to the storage before the trial ends.
+    """
+    return runs_dir() / "phases" / experiment / f"{trial_id}.jsonl"
 
 
 def write_progress(path: Path, epoch: int, done: int, total: int) -> None:

@@ -112,3 +112,28 @@ def test_ray_trial_reports_every_epoch_and_resumes_after_a_crash(
         assert {"model.pt", "train_state.pt", "meta.json"} <= set(os.listdir(ckpt))
         probs = create_trainable("timm").predict(None, ckpt, split="test")
     assert probs.shape[1] == 8
+
+
+@pytest.mark.slow
+def test_a_reused_worker_runs_the_next_trials_exactly_as_a_fresh_one(
+    ray_cluster: Any, tiny_data: Path, tmp_path: Path
+) -> None:
+    from ray import tune
+
+    from trainables import ray_trainable
+
+    # One trial at a time, so the first trial's worker runs the other two: seed 0 again last.
+    space = {**tiny_config(tiny_data, epochs=1), "seed": tune.grid_search([0, 1, 0])}
+    tuner = tune.Tuner(
+        tune.with_resources(ray_trainable("timm"), {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="reuse", storage_path=str(tmp_path / "ray"), verbose=0),
+    )
+    grid = tuner.fit()
+    assert not grid.errors, grid.errors
+    results = sorted(grid, key=lambda r: r.path)
+    assert len({r.metrics["pid"] for r in results}) == 1, "the worker was not reused"
+    first, _, again = results
+    for key in ("val_acc", "val_loss", "train_loss"):
+        assert again.metrics[key] == first.metrics[key], key
