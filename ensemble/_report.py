@@ -19,7 +19,8 @@ from common.io import atomic_path, atomic_write_text
 from ensemble._evaluate import MethodResult
 from ensemble._metrics import METRICS
 from ensemble._select import Choice
-from ensemble.artifacts import Artifact, _jsonable, write_submission
+from ensemble.artifacts import Artifact, _jsonable
+from ensemble.submission import write_submission
 
 __all__ = ["RunSummary", "comparison_rows", "print_comparison", "write_outputs"]
 

@@ -28,13 +28,10 @@ import numpy as np
 
 from common.console import make_console
 from common.io import runs_dir
+from ensemble._compat import check_compatible
 from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
-from ensemble.artifacts import (
-    ArtifactWarning,
-    check_compatible,
-    find_artifacts,
-    latest_experiment,
-)
+from ensemble._discover import find_artifacts, latest_experiment
+from ensemble.artifacts import ArtifactWarning
 from ensemble.options import EnsembleOptions
 
 BASELINES = ["best", "mean"]

@@ -117,7 +117,7 @@ class OofOutcome:
 
 
 def oof_dir(runs: Path, experiment: str) -> Path:
-    """``<runs>/oof/<experiment>``, where :func:`ensemble.artifacts.find_artifacts` looks."""
+    """``<runs>/oof/<experiment>``, where :func:`ensemble.find_artifacts` looks."""
     return Path(runs) / "oof" / experiment
 
 

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.io import atomic_path, atomic_write_text, runs_dir
 from common.metrics import accuracy
-from ensemble.artifacts import find_artifacts, read_artifact
+from ensemble import find_artifacts, read_artifact
 from search.config import ConfigError, parse_overrides, set_key
 from search.oof import OofOutcome, load_oof_config, oof_dir, print_summary, run_oof
 from search.oof_fold import fold_result_path, read_fold_result
