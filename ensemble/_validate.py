@@ -91,18 +91,7 @@ def checked_arrays(
         raise ArtifactError(f"{model_id}: classes must hold at least two distinct names, got {n_classes}")
 
     oof_arr = _as_prob_matrix(oof, "oof", model_id, n_classes).astype(dtype, copy=False)
-    n_train = oof_arr.shape[0]
-    targets_arr = _as_index_vector(targets, "targets", model_id, n_train)
-    if targets_arr.size and (targets_arr.min() < 0 or targets_arr.max() >= n_classes):
-        raise ArtifactError(
-            f"{model_id}: targets must lie in [0, {n_classes}), got {targets_arr.min()}..{targets_arr.max()}"
-        )
-    folds_arr = _as_index_vector(folds, "folds", model_id, n_train)
-    if folds_arr.size and folds_arr.min() < 0:
-        raise ArtifactError(f"{model_id}: fold indices must be >= 0")
-    if np.unique(folds_arr).size < 2:
-        raise ArtifactError(f"{model_id}: folds must hold at least two folds (out-of-fold needs a split)")
-
+    targets_arr, folds_arr = _checked_labels(model_id, targets, folds, oof_arr.shape[0], n_classes)
     test_arr = None
     if test is not None:
         test_arr = _as_prob_matrix(test, "test", model_id, n_classes).astype(dtype, copy=False)
@@ -118,6 +107,23 @@ def checked_arrays(
     if problems:
         raise ArtifactError("refusing to write invalid probabilities:\n  " + "\n  ".join(problems))
     return CheckedArrays(classes=classes, oof=oof_arr, targets=targets_arr, folds=folds_arr, test=test_arr)
+
+
+def _checked_labels(
+    model_id: str, targets: Any, folds: Any, n_train: int, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Targets in ``[0, n_classes)`` and at least two non-negative folds, one of each per train row."""
+    targets_arr = _as_index_vector(targets, "targets", model_id, n_train)
+    if targets_arr.size and (targets_arr.min() < 0 or targets_arr.max() >= n_classes):
+        raise ArtifactError(
+            f"{model_id}: targets must lie in [0, {n_classes}), got {targets_arr.min()}..{targets_arr.max()}"
+        )
+    folds_arr = _as_index_vector(folds, "folds", model_id, n_train)
+    if folds_arr.size and folds_arr.min() < 0:
+        raise ArtifactError(f"{model_id}: fold indices must be >= 0")
+    if np.unique(folds_arr).size < 2:
+        raise ArtifactError(f"{model_id}: folds must hold at least two folds (out-of-fold needs a split)")
+    return targets_arr, folds_arr
 
 
 def _as_prob_matrix(x: Any, name: str, model_id: str, n_classes: int) -> np.ndarray:

@@ -1,10 +1,8 @@
 """The OOF artifact: the on-disk contract between the out-of-fold stage and the ensemble.
 
-Writer and reader live side by side here so the format cannot drift between its two ends. The
-module needs only numpy and json: ``search.oof`` imports :func:`write_artifact`, the ensemble
-reads with :func:`read_artifact`. Finding artifacts on disk is :mod:`ensemble._discover`'s job,
-vetting a set before combining it :mod:`ensemble._compat`'s, and the checks both ends share
-live in :mod:`ensemble._validate`.
+Writer and reader live side by side here so the format cannot drift between its two ends; both
+need only numpy and json. Discovery is :mod:`ensemble._discover`, vetting a set
+:mod:`ensemble._compat`, and the checks both ends share :mod:`ensemble._validate`.
 
 Layout of one artifact, ``$RUNS_DIR/oof/<experiment>/<model_id>/``::
 
@@ -207,6 +205,8 @@ def write_artifact(
     ignored with a warning). Rewriting an existing artifact first removes its ``meta.json``.
     Inputs are validated before anything is written, so a bad array never reaches disk.
 
+    Long only for its signature and docstring (the whole contract); the body is three steps.
+
     Args:
         directory: Target directory, normally ``artifact_dir(experiment, model_id)``.
         oof: (n_train, C) out-of-fold probabilities (softmax outputs, rows sum to 1) in
@@ -258,6 +258,12 @@ def write_artifact(
         extra=extra,
     )
 
+    _write_files(directory, arrays, meta)
+    return directory
+
+
+def _write_files(directory: Path, arrays: CheckedArrays, meta: dict[str, Any]) -> None:
+    """Write the arrays, then ``meta.json`` last, each atomically; a reader never sees a half artifact."""
     directory.mkdir(parents=True, exist_ok=True)
     # Invalidate first: from here until the new meta.json lands the directory reads as incomplete.
     (directory / META_FILE).unlink(missing_ok=True)
@@ -269,7 +275,6 @@ def write_artifact(
     else:
         (directory / TEST_FILE).unlink(missing_ok=True)  # a stale test.npy from an older write
     atomic_write_text(directory / META_FILE, json.dumps(meta, indent=1, allow_nan=False) + "\n")
-    return directory
 
 
 def _meta(
