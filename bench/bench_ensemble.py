@@ -245,19 +245,8 @@ def _run_worker(args: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--small", action="store_true", help="10 x 3,000 x 100 instead of 10 x 15,021 x 500")
-    p.add_argument("--trials", type=int, default=500)
-    p.add_argument(
-        "--baseline-trials",
-        type=int,
-        default=None,
-        help="TPE trials for the two slow baselines (default --trials)",
-    )
-    p.add_argument("--data", type=Path, help="where to cache the generated probabilities")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--repeats", type=int, default=20, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    """Run every implementation in its own process on the same data and print the comparison."""
+    args = _parser().parse_args(argv)
 
     n_models, n_rows, n_classes = (10, 3000, 100) if args.small else (10, 15021, 500)
     data = args.data or Path(tempfile.gettempdir()) / f"sketchsearch_bench_{n_models}x{n_rows}x{n_classes}"
@@ -282,11 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         generate(data, n_models, n_rows, n_classes)
         print(f"  {time.perf_counter() - start:.1f} s", flush=True)
     models, y = load(data)
-    f16_mb = sum(m.nbytes for m in models) / 2**20
-    accs = [float(np.mean(np.asarray(m).argmax(1) == y)) for m in models]
-    conf = [float(np.asarray(m[:3000]).max(1).astype(np.float32).mean()) for m in models]
-    print(f"models: accuracy {min(accs):.3f}-{max(accs):.3f}, mean top prob {min(conf):.3f}-{max(conf):.3f}")
-    print(f"float16 OOF size {f16_mb:.1f} MB (target: peak <= {2 * f16_mb:.0f} MB), {os.cpu_count()} CPUs")
+    f16_mb = _describe_models(models, y)
 
     baseline_trials = args.trials if args.baseline_trials is None else args.baseline_trials
     plan = [
@@ -304,6 +289,39 @@ def main(argv: list[str] | None = None) -> int:
         )
     agreement = _run_worker(["--worker", "check", "--data", str(data)] + (["--small"] if args.small else []))
 
+    _print_results(results, agreement, f16_mb)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: sizes, trials, where to cache the data, and the hidden worker flags."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--small", action="store_true", help="10 x 3,000 x 100 instead of 10 x 15,021 x 500")
+    p.add_argument("--trials", type=int, default=500)
+    p.add_argument(
+        "--baseline-trials",
+        type=int,
+        default=None,
+        help="TPE trials for the two slow baselines (default --trials)",
+    )
+    p.add_argument("--data", type=Path, help="where to cache the generated probabilities")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=20, help=argparse.SUPPRESS)
+    return p
+
+
+def _describe_models(models: list[np.ndarray], y: np.ndarray) -> float:
+    """Print the generated models' accuracy and confidence; return their float16 size in MB."""
+    f16_mb = sum(m.nbytes for m in models) / 2**20
+    accs = [float(np.mean(np.asarray(m).argmax(1) == y)) for m in models]
+    conf = [float(np.asarray(m[:3000]).max(1).astype(np.float32).mean()) for m in models]
+    print(f"models: accuracy {min(accs):.3f}-{max(accs):.3f}, mean top prob {min(conf):.3f}-{max(conf):.3f}")
+    print(f"float16 OOF size {f16_mb:.1f} MB (target: peak <= {2 * f16_mb:.0f} MB), {os.cpu_count()} CPUs")
+    return f16_mb
+
+
+def _print_results(results: dict[str, dict], agreement: dict, f16_mb: float) -> None:
+    """The comparison table, the candidate implementation's details, and whether it met its targets."""
     base = results["float64-loop"]
     print()
     print("peak: growth of ru_maxrss during the trials (heap + touched memory-mapped pages);")
@@ -342,7 +360,6 @@ def main(argv: list[str] | None = None) -> int:
         f"targets: 500 trials <= 60 s: {'met' if tpe_ok else 'MISSED'} ({c['tpe_s']:.1f} s); "
         f"peak <= 2x float16 size: {'met' if mem_ok else 'MISSED'} ({c['peak_added_mb']:.0f} MB)"
     )
-    return 0
 
 
 if __name__ == "__main__":

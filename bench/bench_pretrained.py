@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {name} ==")
         results[name] = run_trial({**base, "pretrained": pretrained}, out / name)
 
+    _print_comparison(results, args.data.name)
+    return 0
+
+
+def _print_comparison(results: dict[str, tuple[list[dict], float]], data_name: str) -> None:
+    """Per-epoch scores side by side, then the best and final scores, speeds and wall times."""
     (pre, pre_s), (scr, scr_s) = results["pretrained"], results["scratch"]
     print(
         f"\n{'epoch':>5} {'pretrained val_acc':>19} {'scratch val_acc':>16} {'pretrained img/s':>17} {'scratch img/s':>14}"
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     best_pre, best_scr = max(h["val_acc"] for h in pre), max(h["val_acc"] for h in scr)
     ips_pre = sum(h["img_per_s"] for h in pre) / len(pre)
     ips_scr = sum(h["img_per_s"] for h in scr) / len(scr)
-    n_classes = 125 if args.data.name == "sketchy125" else None
+    n_classes = 125 if data_name == "sketchy125" else None
     chance = f", chance {1 / n_classes:.4f}" if n_classes else ""
     print(
         f"\nbest val_acc: pretrained {best_pre:.4f} vs scratch {best_scr:.4f} ({best_pre / max(best_scr, 1e-9):.1f}x{chance})"
@@ -95,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"mean train img/s: pretrained {ips_pre:.1f} vs scratch {ips_scr:.1f}; wall {pre_s:.0f}s vs {scr_s:.0f}s"
     )
-    return 0
 
 
 if __name__ == "__main__":

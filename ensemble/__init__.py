@@ -1,8 +1,8 @@
 """Ensembles over OOF artifacts: weight searches, stacking, honest estimates, submissions.
 
 Reads artifacts only (numpy + json) and never imports torch, ray or timm. The artifact format
-(:mod:`ensemble.artifacts`) is loaded eagerly and needs only numpy, so the OOF stage can import
-``ensemble.artifacts`` cheaply; everything else (scikit-learn, scipy, Optuna) loads on first use.
+(:mod:`ensemble.artifacts`, with its discovery and compatibility checks) is loaded eagerly and
+needs only numpy, so the OOF stage can import ``ensemble.artifacts`` cheaply; everything else (scikit-learn, scipy, Optuna) loads on first use.
 
 Example:
     >>> from ensemble import ProbStack, create_method, find_artifacts, check_compatible
@@ -20,20 +20,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ensemble._compat import check_compatible
+from ensemble._discover import find_artifacts, latest_experiment
 from ensemble.artifacts import (
     Artifact,
     ArtifactError,
     ArtifactWarning,
     IncompatibleArtifactsError,
     artifact_dir,
-    check_compatible,
-    find_artifacts,
     hash_folds,
-    latest_experiment,
     read_artifact,
     write_artifact,
-    write_submission,
 )
+from ensemble.submission import write_submission
 
 if TYPE_CHECKING:
     from ensemble._base import EnsembleMethod, WeightedEnsemble, create_method, list_methods, register_method

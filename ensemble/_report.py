@@ -19,7 +19,8 @@ from common.io import atomic_path, atomic_write_text
 from ensemble._evaluate import MethodResult
 from ensemble._metrics import METRICS
 from ensemble._select import Choice
-from ensemble.artifacts import Artifact, _jsonable, write_submission
+from ensemble.artifacts import Artifact, _jsonable
+from ensemble.submission import write_submission
 
 __all__ = ["RunSummary", "comparison_rows", "print_comparison", "write_outputs"]
 
@@ -151,7 +152,31 @@ def _verdict(summary: RunSummary) -> str:
 
 
 def report_markdown(summary: RunSummary) -> str:
-    """The markdown report."""
+    """The markdown report: the run's facts, the methods compared, the models' weights, the files."""
+    lines = _report_header(summary) + _methods_table(summary) + _models_table(summary)
+    chosen = summary.chosen
+    lines += ["", "## Weights", ""]
+    if not chosen.method.blends:
+        lines += [
+            f"`{chosen.name}` is a meta-learner: its numbers are per-model importances, not blend weights.",
+            "",
+        ]
+    lines += [
+        "![weights](weights.png)",
+        "",
+        "## Files",
+        "",
+        "- `submission.csv`: `ID,image_path,target` in test.csv order (target = class index, `classes[target]`)",
+        "- `test_proba.npy`: the submitted method's test probabilities (n_test, C), float32, test.csv order",
+        "- `weights.json`: weights and scores of every method",
+        "- `weights.png`: the weights chart",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _report_header(summary: RunSummary) -> list[str]:
+    """The title, the run's facts and the verdict."""
     a0 = summary.artifacts[0]
     lines = [
         f"# Ensemble report: {summary.experiment}",
@@ -164,9 +189,12 @@ def report_markdown(summary: RunSummary) -> str:
     ]
     if summary.excluded:
         lines.append(f"- Excluded (no test probabilities): {', '.join(summary.excluded)}")
-    lines += [
-        "",
-        _verdict(summary),
+    return lines + ["", _verdict(summary)]
+
+
+def _methods_table(summary: RunSummary) -> list[str]:
+    """How the scores were taken, and every method's in-sample and nested scores."""
+    lines = [
         "",
         "In-sample scores are fit and scored on the same OOF rows; nested scores fit each method on",
         "K-1 of the models' folds and score it on the held-out fold (mean ± std over folds).",
@@ -186,11 +214,16 @@ def report_markdown(summary: RunSummary) -> str:
             f"| {_fmt(row['optimism'])} | {_signed(gain)} "
             f"| {row['fit_seconds']:.1f} | {row['nested_seconds']:.1f} |"
         )
+    return lines
+
+
+def _models_table(summary: RunSummary) -> list[str]:
+    """Each model's weight (or importance) in the submitted method, its spread over folds and its own scores."""
     chosen = summary.chosen
     kind = "weight" if chosen.method.blends else "importance"
     best = summary.result("best")
     singles = getattr(best.method, "model_scores_", None) if best is not None else None
-    lines += [
+    lines = [
         "",
         "## Models",
         "",
@@ -204,24 +237,7 @@ def report_markdown(summary: RunSummary) -> str:
             f"| {a.model_id} | {chosen.weights[m]:.4f} | {'-' if fold_std is None else f'{fold_std[m]:.4f}'} "
             f"| {'-' if singles is None else f'{singles[m]:.4f}'} | {cv} | {a.mlflow_run_id or '-'} |"
         )
-    lines += ["", "## Weights", ""]
-    if not chosen.method.blends:
-        lines += [
-            f"`{chosen.name}` is a meta-learner: its numbers are per-model importances, not blend weights.",
-            "",
-        ]
-    lines += [
-        "![weights](weights.png)",
-        "",
-        "## Files",
-        "",
-        "- `submission.csv`: `ID,image_path,target` in test.csv order (target = class index, `classes[target]`)",
-        "- `test_proba.npy`: the submitted method's test probabilities (n_test, C), float32, test.csv order",
-        "- `weights.json`: weights and scores of every method",
-        "- `weights.png`: the weights chart",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def weights_document(summary: RunSummary) -> dict[str, Any]:

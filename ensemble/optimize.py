@@ -28,13 +28,10 @@ import numpy as np
 
 from common.console import make_console
 from common.io import runs_dir
+from ensemble._compat import check_compatible
 from ensemble._defaults import DEFAULT_METHOD, DEFAULT_TRIALS
-from ensemble.artifacts import (
-    ArtifactWarning,
-    check_compatible,
-    find_artifacts,
-    latest_experiment,
-)
+from ensemble._discover import find_artifacts, latest_experiment
+from ensemble.artifacts import ArtifactWarning
 from ensemble.options import EnsembleOptions
 
 BASELINES = ["best", "mean"]
@@ -204,10 +201,6 @@ def _evaluate(
     console: Any,
 ) -> Any:
     """Fit and score every requested method (and the baselines); choose one; predict the test rows."""
-    from tqdm.auto import tqdm
-
-    from ensemble._base import create_method
-    from ensemble._evaluate import evaluate_method
     from ensemble._report import RunSummary
     from ensemble._select import choose_method
     from ensemble._stack import ProbStack
@@ -220,24 +213,7 @@ def _evaluate(
         f"[bold]{experiment}[/]: {len(artifacts)} models x {stack.n_rows} rows x {stack.n_classes} classes, "
         f"{np.unique(folds).size} folds; metric {options.metric}; methods {', '.join(evaluated)}"
     )
-    results = []
-    n_folds = int(np.unique(folds).size)
-    for name in evaluated:
-        method = create_method(name, **_method_kwargs(name, options))
-        # One bar per method: the fit on all rows, then each nested fold.
-        with tqdm(
-            total=n_folds + 1,
-            desc=f"{name:>9}",
-            unit="fit",
-            # a bar per method on a terminal; in a log the comparison table says it all
-            disable=options.quiet or not sys.stderr.isatty(),
-            dynamic_ncols=True,
-        ) as bar:
-            result = evaluate_method(
-                method, stack, y, folds, options.metric, on_fold=lambda i, n, bar=bar: bar.update(1)
-            )
-            bar.update(1)
-        results.append(result)
+    results = _score_methods(evaluated, options, stack, y, folds)
 
     choice = choose_method(results, options.metric, requested=requested[0] if len(requested) == 1 else None)
     chosen = choice.chosen
@@ -258,6 +234,36 @@ def _evaluate(
         test_proba,
         choice,
     )
+
+
+def _score_methods(
+    evaluated: list[str], options: EnsembleOptions, stack: Any, y: np.ndarray, folds: np.ndarray
+) -> list[Any]:
+    """Fit each method on every row and estimate it by nested CV, with a progress bar per method."""
+    from tqdm.auto import tqdm
+
+    from ensemble._base import create_method
+    from ensemble._evaluate import evaluate_method
+
+    results = []
+    n_folds = int(np.unique(folds).size)
+    for name in evaluated:
+        method = create_method(name, **_method_kwargs(name, options))
+        # One bar per method: the fit on all rows, then each nested fold.
+        with tqdm(
+            total=n_folds + 1,
+            desc=f"{name:>9}",
+            unit="fit",
+            # a bar per method on a terminal; in a log the comparison table says it all
+            disable=options.quiet or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        ) as bar:
+            result = evaluate_method(
+                method, stack, y, folds, options.metric, on_fold=lambda i, n, bar=bar: bar.update(1)
+            )
+            bar.update(1)
+        results.append(result)
+    return results
 
 
 def _log_mlflow(options: EnsembleOptions, summary: Any, directory: Path, console: Any, errors: Any) -> None:

@@ -90,42 +90,57 @@ def build_leaderboard(
     """
     results = list(results)
     histories = dict(histories) if histories is not None else trial_histories(results)
-    rows = []
-    for result in results:
-        tid = _trial_id(result)
-        hist = histories.get(tid, pd.DataFrame())
-        config = result.config or {}
-        row: dict[str, Any] = {"trial_id": tid}
-        for path in searched:
-            row[path] = select(config, path)
-        best = _best_row(hist, metric, mode)
-        row[metric] = _num(best.get(metric)) if best is not None else math.nan
-        for extra in ("val_acc", "val_f1"):  # the scores at the chosen epoch, whatever ranks them
-            if extra != metric:
-                row[extra] = _num(best.get(extra)) if best is not None else math.nan
-        row["best_epoch"] = _int(best.get("epoch")) if best is not None else None
-        epochs = _int(hist["epoch"].max()) if "epoch" in hist and len(hist) else 0
-        row["epochs"] = epochs
-        ray_status = (statuses or {}).get(tid)
-        if result.error is not None or ray_status == "ERROR":
-            row["status"] = STATUS_ERROR
-        elif ray_status not in (None, "TERMINATED"):
-            row["status"] = STATUS_INTERRUPTED
-        elif max_epochs is not None and epochs < max_epochs:
-            row["status"] = STATUS_STOPPED
-        else:
-            row["status"] = STATUS_DONE
-        row["time_s"] = (
-            round(float(hist["time_total_s"].max()), 1) if "time_total_s" in hist and len(hist) else None
+    rows = [
+        _trial_row(
+            result, histories, searched, metric, mode, max_epochs, (statuses or {}).get(_trial_id(result))
         )
-        row["error"] = describe_error(result.error)
-        rows.append(row)
+        for result in results
+    ]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     frame = frame.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="rank")
     return frame
+
+
+def _trial_row(
+    result: Any,
+    histories: Mapping[str, pd.DataFrame],
+    searched: Sequence[str],
+    metric: str,
+    mode: str,
+    max_epochs: int | None,
+    ray_status: str | None,
+) -> dict[str, Any]:
+    """One trial's leaderboard row: its searched params, scores at its best epoch, status and time."""
+    tid = _trial_id(result)
+    hist = histories.get(tid, pd.DataFrame())
+    config = result.config or {}
+    row: dict[str, Any] = {"trial_id": tid}
+    for path in searched:
+        row[path] = select(config, path)
+    best = _best_row(hist, metric, mode)
+    row[metric] = _num(best.get(metric)) if best is not None else math.nan
+    for extra in ("val_acc", "val_f1"):  # the scores at the chosen epoch, whatever ranks them
+        if extra != metric:
+            row[extra] = _num(best.get(extra)) if best is not None else math.nan
+    row["best_epoch"] = _int(best.get("epoch")) if best is not None else None
+    epochs = _int(hist["epoch"].max()) if "epoch" in hist and len(hist) else 0
+    row["epochs"] = epochs
+    if result.error is not None or ray_status == "ERROR":
+        row["status"] = STATUS_ERROR
+    elif ray_status not in (None, "TERMINATED"):
+        row["status"] = STATUS_INTERRUPTED
+    elif max_epochs is not None and epochs < max_epochs:
+        row["status"] = STATUS_STOPPED
+    else:
+        row["status"] = STATUS_DONE
+    row["time_s"] = (
+        round(float(hist["time_total_s"].max()), 1) if "time_total_s" in hist and len(hist) else None
+    )
+    row["error"] = describe_error(result.error)
+    return row
 
 
 def total_epochs(histories: Mapping[str, pd.DataFrame]) -> int:

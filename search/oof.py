@@ -29,24 +29,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from common.console import make_console
-from common.io import atomic_path, runs_dir
+from common.io import runs_dir
 from common.tracking import tracking_uri
 from search import tracking
 from search.cluster import ray_session, remote_storage, storage_root
-from search.config import (
-    DEFAULTS_FILE,
-    ConfigError,
-    oof_checks,
-    parse_overrides,
-    read_config,
-    set_key,
-    valid_keys,
-)
+from search.config import ConfigError, parse_overrides
 from search.failures import install_retry_rule
-from search.leaderboard import STATUS_DONE, TRIAL_DIR_PREFIX
 from search.oof_collect import (
     DataFacts,
     ModelResult,
@@ -56,40 +46,20 @@ from search.oof_collect import (
     missing_folds,
     model_run_id,
 )
+from search.oof_config import OVERRIDABLE, SHORTHANDS, load_oof_config
+from search.oof_data import data_facts
 from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
-from search.oof_select import (
-    RefitModel,
-    candidates,
-    cap_per_backbone,
-    select_by_gain,
-    select_models,
-    trial_configs,
-)
+from search.oof_promote import promote
+from search.oof_report import print_summary, save_leaderboard
+from search.oof_select import RefitModel, select_models, trial_configs
 from search.preflight import preflight
 from search.progress import LiveReporter, setup_logging
-from search.records import CONFIG_FILE, list_experiments, load_record, search_dir
-from search.schema import EnsembleSchema, OofSchema
+from search.records import load_record, search_dir
 
 log = logging.getLogger("search.oof")
 
-# `top_k=5` on the command line means `oof.top_k=5`.
-SHORTHANDS = ("mode", "select", "top_k", "max_per_backbone", "epochs", "tta_flip", "dtype", "keep_checkpoints")
-# What a refit may change in the search's saved config: how and where it runs, never the models.
-OVERRIDABLE = (
-    "oof",
-    "ensemble",
-    "resources",
-    "ray",
-    "mlflow",
-    "max_failures",
-    "verbose",
-    "trainable.device",
-    "trainable.num_workers",
-    "trainable.amp",
-)
+# Set on every refit model from the refit's own config: how it runs here, not what it is.
 RUNTIME_TRAINABLE_KEYS = ("device", "num_workers", "amp")
-# The sections a refit reads typed from the saved config (the rest is the search's, as it ran).
-SECTION_SCHEMAS = {"oof": OofSchema, "ensemble": EnsembleSchema}
 
 
 @dataclass
@@ -117,51 +87,8 @@ class OofOutcome:
 
 
 def oof_dir(runs: Path, experiment: str) -> Path:
-    """``<runs>/oof/<experiment>``, where :func:`ensemble.artifacts.find_artifacts` looks."""
+    """``<runs>/oof/<experiment>``, where :func:`ensemble.find_artifacts` looks."""
     return Path(runs) / "oof" / experiment
-
-
-def load_oof_config(experiment: str | None, overrides: Sequence[tuple[str, Any]] = ()) -> DictConfig:
-    """The search's saved config, with the ``oof``/``ensemble`` defaults filled in and the overrides applied.
-
-    Args:
-        experiment: A search under ``<runs>/search``; None or ``latest`` picks the most recent.
-        overrides: ``(key, value)`` pairs; ``top_k`` etc. are short for ``oof.top_k``.
-
-    Raises:
-        ConfigError: No such search, or an override that would change the models themselves.
-    """
-    runs = runs_dir()
-    known = list_experiments(runs)
-    if experiment in (None, "", "latest"):
-        if not known:
-            raise ConfigError(f"no search under {runs / 'search'}: run python -m search.run first")
-        experiment = known[0]
-    if experiment not in known:
-        raise ConfigError(
-            f"experiment={experiment}: no such search under {runs / 'search'}; there are: {', '.join(known) or 'none'}"
-        )
-    cfg = read_config(search_dir(runs, experiment) / CONFIG_FILE)
-    defaults = OmegaConf.load(DEFAULTS_FILE)
-    for section, schema in SECTION_SCHEMAS.items():  # typed; filled in for searches saved before they existed
-        cfg[section] = OmegaConf.merge(OmegaConf.structured(schema), defaults[section], cfg.get(section) or {})
-    keys = valid_keys(cfg)
-    for key, value in overrides:
-        key = f"oof.{key}" if key in SHORTHANDS else key
-        if not any(key == k or key.startswith(k + ".") for k in OVERRIDABLE):
-            raise ConfigError(
-                f"{key}: a refit runs the search's configs; it may change only {', '.join(OVERRIDABLE)} "
-                f"(and the shorthands {', '.join(SHORTHANDS)})"
-            )
-        if key not in keys:
-            raise ConfigError(
-                f"unknown key {key!r}; valid: {', '.join(k for k in keys if k.startswith(OVERRIDABLE))}"
-            )
-        set_key(cfg, key, value, "command line")
-    for ok, message in oof_checks(cfg):
-        if not ok:
-            raise ConfigError(message)
-    return cfg
 
 
 def run_oof(
@@ -206,6 +133,21 @@ def run_oof(
     if jobs:
         _run_folds(cfg, runs, name, jobs, callbacks)
 
+    return _collect(cfg, record, models, facts, name, log_prefix=log_prefix)
+
+
+def _collect(
+    cfg: DictConfig,
+    record: Any,
+    models: Sequence[RefitModel],
+    facts: DataFacts,
+    name: str,
+    *,
+    log_prefix: str,
+) -> OofOutcome:
+    """Assemble each model's folds into its artifact, log the new ones to MLflow, write the leaderboard."""
+    experiment = str(cfg.experiment)
+    out_dir = oof_dir(runs_dir(), name)
     tracker, exp_id = _tracker(cfg, record)
     outcome = OofOutcome(name, out_dir, tracking_uri=tracker.uri if tracker else None)
     for model in models:
@@ -226,41 +168,12 @@ def run_oof(
         if tracker is not None and run_id and result.complete and not result.reused:
             log_model(tracker, run_id, result, prefix=log_prefix)
         outcome.results.append(result)
-    outcome.leaderboard = _save_leaderboard(outcome)
+    outcome.leaderboard = save_leaderboard(outcome)
     if tracker is not None:
         if record.parent_run_id:
             tracker.call(lambda c: c.log_artifact(record.parent_run_id, str(outcome.leaderboard), log_prefix))
         tracker.flush()
     return outcome
-
-
-def data_facts(models: Sequence[RefitModel]) -> DataFacts:
-    """Rows, labels and folds of the data the models are fit on (which must be the same for all).
-
-    Raises:
-        ValueError: The models use different data or fold settings (searched ``k``, say): their
-            artifacts could not be ensembled.
-    """
-    from trainables.data import folds_for, folds_hash, load_dataset
-
-    specs = {_fold_spec(m.config) for m in models}
-    if len(specs) != 1:
-        raise ValueError(
-            "the chosen models use different data or folds (data, k, folds_seed, group_pattern, group_column): "
-            f"{sorted(specs, key=str)}; refit them separately (oof.top_k, or a search with those keys fixed)"
-        )
-    data, k, seed, pattern, column = specs.pop()
-    ds = load_dataset(data)
-    folds = folds_for(ds, k=k, seed=seed, group_pattern=pattern, group_column=column)
-    test_paths = None if ds.test is None else [str(p) for p in ds.test["image_path"]]
-    return DataFacts(
-        classes=[str(c) for c in ds.classes],
-        targets=folds["target"].to_numpy(dtype=np.int64),
-        folds=folds["fold"].to_numpy(dtype=np.int64),
-        folds_hash=str(folds.attrs.get("hash") or folds_hash(folds)),
-        data_hash=str(ds.fingerprint),
-        test_image_paths=test_paths,
-    )
 
 
 def run_stage(cfg: DictConfig, outcome: Any) -> OofOutcome:
@@ -279,41 +192,6 @@ def run_stage(cfg: DictConfig, outcome: Any) -> OofOutcome:
             f"python -m search.oof experiment={outcome.experiment}"
         )
     return result
-
-
-def print_summary(outcome: OofOutcome, *, where: bool = True) -> None:
-    """A table of the refit models and (``where``) where their files are."""
-    from rich.table import Table
-
-    console = make_console()
-    table = Table(title=f"OOF refit: {outcome.experiment}", title_justify="left", header_style="bold")
-    for column in ("model", "search", "cv mean", "cv std", "oof acc", "epochs", "status"):
-        table.add_column(column, justify="left" if column in ("model", "status") else "right")
-    for r in outcome.results:
-        status = "done" if r.complete else f"missing folds {r.missing_folds}"
-        table.add_row(
-            r.model.model_id,
-            f"{r.model.search_score:.4f}",
-            _fmt(r.cv_mean),
-            _fmt(r.cv_std),
-            _fmt(r.oof_accuracy),
-            str(r.model.epochs),
-            status,
-        )
-    console.print(table)
-    if not where:
-        return
-    console.print(f"artifacts:   {outcome.out_dir}", highlight=False)
-    for r in outcome.results:
-        if r.submission:
-            console.print(f"submission:  {r.submission}", highlight=False)
-    if outcome.tracking_uri:
-        console.print(f"mlflow store: {outcome.tracking_uri}", highlight=False)
-    if outcome.complete:
-        console.print(
-            f"ensemble them: python -m ensemble.optimize --experiment {outcome.experiment}",
-            highlight=False,
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,7 +234,7 @@ def _select(cfg: DictConfig, runs: Path, ray_path: str) -> tuple[list[RefitModel
     configs = trial_configs(ray_path)
     checkpoints: dict[str, str] = {}
     if cfg.oof.mode == "promote":
-        models, checkpoints = _promote(cfg, board, configs, ray_path)
+        models, checkpoints = promote(cfg, board, configs, ray_path)
     else:
         models = select_models(
             board,
@@ -369,55 +247,6 @@ def _select(cfg: DictConfig, runs: Path, ray_path: str) -> tuple[list[RefitModel
         )
     overrides = {k: cfg.trainable[k] for k in RUNTIME_TRAINABLE_KEYS if k in cfg.trainable}
     return [replace(m, config={**m.config, **overrides}) for m in models], checkpoints
-
-
-def _promote(
-    cfg: DictConfig, board: pd.DataFrame, configs: dict[str, dict[str, Any]], ray_path: str
-) -> tuple[list[RefitModel], dict[str, str]]:
-    """Promotion: trials that ran their whole schedule keep their model as fold 0; pick which ones.
-
-    Only finished trials qualify: their last checkpoint is the model the search scored, trained
-    with the schedule the other folds will use. ``oof.select=gain`` ranks them by what each adds
-    to the fold-0 ensemble of those already chosen; ``score`` by their own score.
-    """
-    found = candidates(
-        board, configs, trainable=str(cfg.trainable.name), metric=str(cfg.tune.metric),
-        epochs="full", statuses=(STATUS_DONE,),
-    )  # fmt: skip
-    checkpoints = {m.model_id: c for m in found if int(m.config.get("fold", 0)) == 0
-                   and (c := last_checkpoint(ray_path, m.trial_id))}  # fmt: skip
-    found = [m for m in found if m.model_id in checkpoints]
-    if not found:
-        raise ValueError(
-            "oof.mode=promote needs fold-0 trials that ran their whole schedule and left a checkpoint on "
-            "this machine's disk; this search has none (all stopped early, or Ray's storage is remote): "
-            "use oof.mode=refit"
-        )
-    top_k, cap = int(cfg.oof.top_k), cfg.oof.max_per_backbone
-    if cfg.oof.select == "gain" and len(found) > 1:
-        facts = data_facts(found)
-        rows = np.flatnonzero(facts.folds == 0)
-        probs = {m.model_id: _predict(m, checkpoints[m.model_id], rows, bool(cfg.oof.tta_flip)) for m in found}
-        chosen = select_by_gain(found, probs, facts.targets[rows], top_k=top_k, max_per_backbone=cap)
-    else:
-        chosen = cap_per_backbone(found, cap)[:top_k]
-    log.info("promoting %s (of %d finished trials) to every fold", ", ".join(m.model_id for m in chosen), len(found))
-    return chosen, {m.model_id: checkpoints[m.model_id] for m in chosen}
-
-
-def _predict(model: RefitModel, checkpoint: str, rows: np.ndarray, tta_flip: bool) -> np.ndarray:
-    from trainables import create_trainable
-
-    return create_trainable(model.trainable).predict(None, checkpoint, split="train", rows=rows, tta_flip=tta_flip)
-
-
-def last_checkpoint(ray_path: str, trial_id: str) -> str | None:
-    """The newest checkpoint folder of a search trial, where Ray's storage is a local path."""
-    if "://" in ray_path:
-        return None
-    trial_dir = Path(ray_path) / f"{TRIAL_DIR_PREFIX}{trial_id}"
-    found = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: p.name)
-    return str(found[-1]) if found else None
 
 
 def _ships(cfg: DictConfig, runs: Path) -> bool:
@@ -518,46 +347,6 @@ def _tracker(cfg: DictConfig, record: Any) -> tuple[tracking.Tracker | None, str
         log.warning("MLflow at %s is unreachable: the artifacts are written but not logged", uri)
         return None, None
     return tracker, exp_id
-
-
-def _fold_spec(config: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        config.get("data"),
-        int(config.get("k", 5)),
-        int(config.get("folds_seed", 0)),
-        config.get("group_pattern"),
-        config.get("group_column"),
-    )
-
-
-def _save_leaderboard(outcome: OofOutcome) -> Path:
-    rows = [
-        {
-            "model_id": r.model.model_id,
-            "trial_id": r.model.trial_id,
-            "backbone": r.model.backbone,
-            "search_score": r.model.search_score,
-            "cv_mean": r.cv_mean,
-            "cv_std": r.cv_std,
-            "oof_acc": r.oof_accuracy,
-            "epochs": r.model.epochs,
-            "complete": r.complete,
-            "artifact": str(r.directory),
-            "submission": str(r.submission) if r.submission else "",
-            "mlflow_run_id": r.mlflow_run_id or "",
-        }
-        for r in outcome.results
-    ]
-    frame = pd.DataFrame(rows)
-    outcome.out_dir.mkdir(parents=True, exist_ok=True)
-    path = outcome.out_dir / "leaderboard.csv"
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 if __name__ == "__main__":

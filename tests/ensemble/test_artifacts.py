@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ensemble._compat import check_compatible
+from ensemble._discover import find_artifacts, latest_experiment
 from ensemble.artifacts import (
     ArtifactError,
     ArtifactWarning,
     IncompatibleArtifactsError,
-    check_compatible,
-    find_artifacts,
     hash_folds,
-    latest_experiment,
     read_artifact,
     write_artifact,
 )

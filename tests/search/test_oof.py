@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ensemble.artifacts import SUM_TOLERANCE, find_artifacts, read_artifact
+from ensemble import find_artifacts
+from ensemble.artifacts import SUM_TOLERANCE, read_artifact
 from search.config import ConfigError, load_config
 from search.oof import load_oof_config, oof_dir, run_oof
 from search.oof_fold import fold_result_path, fold_work_dir, make_job, read_fold_result, run_fold

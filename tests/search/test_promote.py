@@ -10,8 +10,9 @@ import pytest
 
 from common.io import runs_dir
 from search.config import load_config
-from search.oof import last_checkpoint, load_oof_config, run_oof
+from search.oof import load_oof_config, run_oof
 from search.oof_fold import fold_result_path, fold_work_dir, read_fold_result
+from search.oof_promote import last_checkpoint
 from search.oof_select import RefitModel, select_by_gain
 from search.records import load_record, search_dir
 from search.runner import run_search

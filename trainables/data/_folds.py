@@ -74,27 +74,10 @@ def make_folds(
     grouping = resolve_groups(ds, group_pattern, group_column)
     groups = grouping.keys.to_numpy(dtype=object)
     targets = ds.train["target"].to_numpy()
-    n = len(targets)
-    duplicate = np.zeros(n, dtype=bool)
-    duplicate_of = np.full(n, "", dtype=object)
     dup_sets = find_duplicates(ds, max_distance=max_distance) if dedup else []
-    if dup_sets:
-        groups = _merge_groups(groups, dup_sets)
-        for members in dup_sets:
-            duplicate[members[1:]] = True
-            duplicate_of[members[1:]] = ds.train["image_path"].iloc[members[0]]
+    groups, duplicate, duplicate_of = _merge_duplicates(ds, groups, dup_sets)
     fold = _assign(targets, groups, k, seed, ds.classes)
-    df = pd.DataFrame(
-        {
-            "image_path": ds.train["image_path"].to_numpy(),
-            "target": targets,
-            "group": groups.astype(str),
-            "fold": fold,
-            "duplicate": duplicate,
-            "duplicate_of": duplicate_of.astype(str),
-            "row": np.arange(n),
-        }
-    )
+    df = _folds_table(ds, groups, fold, duplicate, duplicate_of)
     if drop_duplicates:
         df = df[~df["duplicate"]].reset_index(drop=True)
     df.attrs.update(
@@ -106,6 +89,43 @@ def make_folds(
     if grouping.rule == "families":
         log.info("folds of %s: %s", ds.name, describe_grouping(df.attrs["grouping"]))
     return df
+
+
+def _folds_table(
+    ds: Dataset, groups: np.ndarray, fold: np.ndarray, duplicate: np.ndarray, duplicate_of: np.ndarray
+) -> pd.DataFrame:
+    """The folds table, one row per train row in train order, columns :data:`FOLD_COLUMNS`."""
+    return pd.DataFrame(
+        {
+            "image_path": ds.train["image_path"].to_numpy(),
+            "target": ds.train["target"].to_numpy(),
+            "group": groups.astype(str),
+            "fold": fold,
+            "duplicate": duplicate,
+            "duplicate_of": duplicate_of.astype(str),
+            "row": np.arange(len(groups)),
+        }
+    )
+
+
+def _merge_duplicates(
+    ds: Dataset, groups: np.ndarray, dup_sets: list[list[int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Put each duplicate set in one group and mark every copy but the first.
+
+    Returns:
+        The merged group keys, ``duplicate`` (bool per row) and ``duplicate_of`` (the first
+        copy's ``image_path``, or ``""``).
+    """
+    n = len(groups)
+    duplicate = np.zeros(n, dtype=bool)
+    duplicate_of = np.full(n, "", dtype=object)
+    if dup_sets:
+        groups = _merge_groups(groups, dup_sets)
+        for members in dup_sets:
+            duplicate[members[1:]] = True
+            duplicate_of[members[1:]] = ds.train["image_path"].iloc[members[0]]
+    return groups, duplicate, duplicate_of
 
 
 def _check_k_seed(k: int, seed: int) -> tuple[int, int]:

@@ -137,24 +137,7 @@ def _plan(names: list[str], seed: int, n_train: int, n_test: int, n_dup: int, n_
             replace=False,
         )
     ]
-    kinds = ["flip", "resize", "flip+resize"]
-    duplicates: list[list[str]] = []
-    duplicate_kinds: list[list[str]] = []
-    copies: list[dict[str, Any]] = []
-    for j, src in enumerate(sources):
-        job = jobs[src]
-        variants = [kinds[j % 3]] + (["resize"] if j % 4 == 3 else [])
-        members = [job["file"]]
-        for v, kind in enumerate(variants):
-            k = n_train + 10 * j + v  # copies get ordinary-looking names after the originals
-            name = names[job["target"]]
-            copy = {**job, "index": k, "file": f"train/{name}/{name}_{k:03d}", "copy_of": src, "kind": kind}
-            copy["u"], copy["grow"] = float(rng.random()), bool(rng.random() < 0.5)
-            copy["jpeg"] = v == 1
-            copies.append(copy)
-            members.append(copy["file"])
-        duplicates.append(members)
-        duplicate_kinds.append(["original", *variants])
+    duplicates, duplicate_kinds, copies = _plan_copies(jobs, sources, names, n_train, rng)
     for target, _name in enumerate(names):
         for k in range(n_test):
             jobs.append({"split": "test", "target": target, "index": k})
@@ -173,6 +156,35 @@ def _plan(names: list[str], seed: int, n_train: int, n_test: int, n_dup: int, n_
         "copies": copies,
         "seed": seed,
     }
+
+
+def _plan_copies(
+    jobs: list[dict[str, Any]], sources: list[int], names: list[str], n_train: int, rng: np.random.Generator
+) -> tuple[list[list[str]], list[list[str]], list[dict[str, Any]]]:
+    """Plan the planted duplicates: flipped and/or resized copies of each source drawing.
+
+    Returns:
+        Each duplicate set's files (the original first), each set's kinds, and the copies' jobs.
+    """
+    kinds = ["flip", "resize", "flip+resize"]
+    duplicates: list[list[str]] = []
+    duplicate_kinds: list[list[str]] = []
+    copies: list[dict[str, Any]] = []
+    for j, src in enumerate(sources):
+        job = jobs[src]
+        variants = [kinds[j % 3]] + (["resize"] if j % 4 == 3 else [])
+        members = [job["file"]]
+        for v, kind in enumerate(variants):
+            k = n_train + 10 * j + v  # copies get ordinary-looking names after the originals
+            name = names[job["target"]]
+            copy = {**job, "index": k, "file": f"train/{name}/{name}_{k:03d}", "copy_of": src, "kind": kind}
+            copy["u"], copy["grow"] = float(rng.random()), bool(rng.random() < 0.5)
+            copy["jpeg"] = v == 1
+            copies.append(copy)
+            members.append(copy["file"])
+        duplicates.append(members)
+        duplicate_kinds.append(["original", *variants])
+    return duplicates, duplicate_kinds, copies
 
 
 def _write_job(root: Path, names: list[str], job: dict[str, Any]) -> None:

@@ -145,22 +145,27 @@ def generate_synthetic_factors(
             test = test.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # test order tells nothing
             test[["image_path"]].to_csv(tmp / "test.csv", index=False)
             test[["image_path", "target"]].to_csv(tmp / "test_labels.csv", index=False)
-        meta = {
-            "version": FACTORS_VERSION,
-            "seed": seed,
-            "classes": class_names(),
-            "factors": {"mask": list(MASKS), "gender": list(GENDERS), "age": list(AGE_GROUPS)},
-            "age_edges": list(AGE_EDGES),
-            "fine_age_cuts": list(FINE_AGE_CUTS),
-            "group_column": group_column,
-            "photos": list(PHOTOS),
-        }
+        meta = _set_meta(seed, group_column)
         (tmp / "synthetic_factors.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.rename(tmp, out)  # atomic: the set appears whole or not at all
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _set_meta(seed: int, group_column: str) -> dict[str, Any]:
+    """What ``synthetic_factors.json`` records: the version, seed, classes and factor levels."""
+    return {
+        "version": FACTORS_VERSION,
+        "seed": seed,
+        "classes": class_names(),
+        "factors": {"mask": list(MASKS), "gender": list(GENDERS), "age": list(AGE_GROUPS)},
+        "age_edges": list(AGE_EDGES),
+        "fine_age_cuts": list(FINE_AGE_CUTS),
+        "group_column": group_column,
+        "photos": list(PHOTOS),
+    }
 
 
 def _persons(seed: int, split: int, per_cell: int) -> list[dict[str, Any]]:
