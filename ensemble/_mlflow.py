@@ -50,7 +50,7 @@ def log_run(
     Returns:
         The MLflow run id.
     """
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Param, RunTag
     from mlflow.tracking import MlflowClient
 
     uri = uri or tracking_uri()
@@ -72,39 +72,8 @@ def log_run(
     run = client.create_run(experiment_id, run_name=f"ensemble-{summary.chosen.name}", tags=tags)
     run_id = run.info.run_id
     try:
-        all_params = {
-            "method": summary.chosen.name,
-            "metric": summary.metric,
-            "models": ",".join(summary.model_ids),
-            "n_models": len(summary.artifacts),
-            "n_train": summary.artifacts[0].n_train,
-            "n_classes": summary.artifacts[0].n_classes,
-            "methods_compared": ",".join(r.name for r in summary.results),
-            **{f"{summary.chosen.name}.{k}": v for k, v in summary.chosen.method.get_params().items()},
-            **(params or {}),
-        }
-        now = now_ms()
-        metrics = []
-        chosen = summary.chosen
-        for key, value in (
-            ("in_sample", chosen.in_sample),
-            ("nested_mean", chosen.nested_mean),
-            ("nested_std", chosen.nested_std),
-        ):
-            if value is not None:
-                metrics.append(Metric(key, float(value), now, 0))
-        for r in summary.results:
-            for key, value in (
-                ("in_sample", r.in_sample),
-                ("nested_mean", r.nested_mean),
-                ("nested_std", r.nested_std),
-            ):
-                if value is not None:
-                    metrics.append(Metric(f"{r.name}.{key}", float(value), now, 0))
-            for step, score in enumerate(r.fold_scores):
-                metrics.append(Metric(f"{r.name}.fold_score", float(score), now, step))
-        for model_id, w in zip(summary.model_ids, chosen.weights, strict=True):
-            metrics.append(Metric(_tag_key(f"weight.{model_id}"), float(w), now, 0))
+        all_params = {**_params(summary), **(params or {})}
+        metrics = _metrics(summary)
         client.log_batch(
             run_id,
             metrics=metrics,
@@ -118,6 +87,42 @@ def log_run(
         raise
     client.set_terminated(run_id)
     return run_id
+
+
+def _params(summary: RunSummary) -> dict[str, Any]:
+    """What was ensembled and how: the chosen method, the models, the data's shape, the method's settings."""
+    return {
+        "method": summary.chosen.name,
+        "metric": summary.metric,
+        "models": ",".join(summary.model_ids),
+        "n_models": len(summary.artifacts),
+        "n_train": summary.artifacts[0].n_train,
+        "n_classes": summary.artifacts[0].n_classes,
+        "methods_compared": ",".join(r.name for r in summary.results),
+        **{f"{summary.chosen.name}.{k}": v for k, v in summary.chosen.method.get_params().items()},
+    }
+
+
+def _metrics(summary: RunSummary) -> list[Any]:
+    """The chosen method's scores, every method's scores and fold scores, and the chosen weights."""
+    from mlflow.entities import Metric
+
+    now = now_ms()
+    metrics = []
+
+    def scores(result: Any, prefix: str = "") -> None:
+        for key in ("in_sample", "nested_mean", "nested_std"):
+            value = getattr(result, key)
+            if value is not None:
+                metrics.append(Metric(f"{prefix}{key}", float(value), now, 0))
+
+    scores(summary.chosen)
+    for r in summary.results:
+        scores(r, f"{r.name}.")
+        metrics += [Metric(f"{r.name}.fold_score", float(s), now, step) for step, s in enumerate(r.fold_scores)]
+    for model_id, w in zip(summary.model_ids, summary.chosen.weights, strict=True):
+        metrics.append(Metric(_tag_key(f"weight.{model_id}"), float(w), now, 0))
+    return metrics
 
 
 def methods_table(summary: RunSummary) -> Any:

@@ -90,45 +90,8 @@ def collect_model(
         return result
     if is_current(model_dir, facts.k):
         return _reuse(result)
-    n, n_classes = len(facts.targets), len(facts.classes)
-    oof = np.zeros((n, n_classes), dtype=np.float32)
-    seen = np.zeros(n, dtype=np.int64)
-    test_sum: np.ndarray | None = None
-    scores: list[float] = []
-    epochs: list[int] = []
-    for fold in range(facts.k):
-        saved = read_fold_result(fold_result_path(model_dir, fold))
-        rows = saved["val_rows"]
-        expected = np.flatnonzero(facts.folds == fold)
-        if not np.array_equal(np.sort(rows), expected):
-            raise RuntimeError(
-                f"{model.model_id} fold {fold}: its predictions cover {len(rows)} rows, not the {len(expected)} "
-                f"rows of fold {fold} in the folds file; delete {fold_result_path(model_dir, fold)} and rerun"
-            )
-        if saved["val_probs"].shape != (len(rows), n_classes):
-            raise RuntimeError(
-                f"{model.model_id} fold {fold}: predictions of shape {saved['val_probs'].shape}, "
-                f"expected ({len(rows)}, {n_classes})"
-            )
-        stored = saved["val_probs"].astype(dtype)  # score what the artifact will hold
-        scores.append(accuracy(stored, facts.targets[rows]))
-        oof[rows] = saved["val_probs"]
-        seen[rows] += 1
-        epochs.append(int(saved["epochs"]))
-        if saved["test_probs"] is not None:
-            test_sum = (
-                saved["test_probs"].astype(np.float64) if test_sum is None else test_sum + saved["test_probs"]
-            )
-    if not (seen == 1).all():
-        raise RuntimeError(
-            f"{model.model_id}: {(seen == 0).sum()} rows never predicted and {(seen > 1).sum()} predicted "
-            "more than once; the folds are inconsistent"
-        )
-    test = None
-    if test_sum is not None and facts.test_image_paths is not None:
-        test = (test_sum / facts.k).astype(np.float32)
-        test /= test.sum(1, keepdims=True)
-    oof_stored = oof.astype(dtype)
+    oof, test, scores, epochs = _gather_folds(model, model_dir, facts, dtype)
+    oof_accuracy = accuracy(oof.astype(dtype), facts.targets)  # what a reader recomputes from oof.npy
     write_artifact(
         model_dir,
         oof=oof,
@@ -145,23 +108,70 @@ def collect_model(
         folds_hash=facts.folds_hash,
         mlflow_run_id=mlflow_run_id,
         dtype=dtype,
-        extra={
-            "experiment": experiment,
-            "trial_id": model.trial_id,
-            "search_score": model.search_score,
-            "refit_epochs": epochs,
-            "tta_flip": tta_flip,
-            "oof_accuracy": accuracy(oof_stored, facts.targets),
-        },
-    )
-    result.fold_scores, result.fold_epochs = scores, epochs
+        extra={"experiment": experiment, "trial_id": model.trial_id, "search_score": model.search_score,
+               "refit_epochs": epochs, "tta_flip": tta_flip, "oof_accuracy": oof_accuracy},
+    )  # fmt: skip
+    result.fold_scores, result.fold_epochs, result.mlflow_run_id = scores, epochs, mlflow_run_id
     result.cv_mean, result.cv_std = float(np.mean(scores)), float(np.std(scores))
-    result.oof_accuracy = accuracy(oof_stored, facts.targets)
-    result.mlflow_run_id = mlflow_run_id
-    if test is not None:
-        labels = test.astype(dtype).argmax(1)
-        result.submission = write_submission(model_dir / SUBMISSION_FILE, facts.test_image_paths, labels)
+    result.oof_accuracy = oof_accuracy
+    if test is not None:  # the single model's own submission, from the probabilities as stored
+        result.submission = write_submission(
+            model_dir / SUBMISSION_FILE, facts.test_image_paths, test.astype(dtype).argmax(1)
+        )
     return result
+
+
+def _gather_folds(
+    model: RefitModel, model_dir: Path, facts: DataFacts, dtype: str
+) -> tuple[np.ndarray, np.ndarray | None, list[float], list[int]]:
+    """Every fold's validation rows into one OOF matrix, the mean test matrix, per-fold scores and epochs.
+
+    Raises:
+        RuntimeError: A fold's rows or shape disagree with the folds file, or rows are predicted
+            twice or never.
+    """
+    n, n_classes = len(facts.targets), len(facts.classes)
+    oof, seen = np.zeros((n, n_classes), dtype=np.float32), np.zeros(n, dtype=np.int64)
+    test_sum: np.ndarray | None = None
+    scores: list[float] = []
+    epochs: list[int] = []
+    for fold in range(facts.k):
+        saved = read_fold_result(fold_result_path(model_dir, fold))
+        rows = saved["val_rows"]
+        _check_fold(model, model_dir, facts, fold, saved)
+        stored = saved["val_probs"].astype(dtype)  # score what the artifact will hold
+        scores.append(accuracy(stored, facts.targets[rows]))
+        oof[rows] = saved["val_probs"]
+        seen[rows] += 1
+        epochs.append(int(saved["epochs"]))
+        if saved["test_probs"] is not None:
+            test = saved["test_probs"].astype(np.float64)
+            test_sum = test if test_sum is None else test_sum + test
+    if not (seen == 1).all():
+        raise RuntimeError(
+            f"{model.model_id}: {(seen == 0).sum()} rows never predicted and {(seen > 1).sum()} predicted "
+            "more than once; the folds are inconsistent"
+        )
+    test_mean = None
+    if test_sum is not None and facts.test_image_paths is not None:
+        test_mean = (test_sum / facts.k).astype(np.float32)
+        test_mean /= test_mean.sum(1, keepdims=True)
+    return oof, test_mean, scores, epochs
+
+
+def _check_fold(model: RefitModel, model_dir: Path, facts: DataFacts, fold: int, saved: dict) -> None:
+    rows, n_classes = saved["val_rows"], len(facts.classes)
+    expected = np.flatnonzero(facts.folds == fold)
+    if not np.array_equal(np.sort(rows), expected):
+        raise RuntimeError(
+            f"{model.model_id} fold {fold}: its predictions cover {len(rows)} rows, not the {len(expected)} "
+            f"rows of fold {fold} in the folds file; delete {fold_result_path(model_dir, fold)} and rerun"
+        )
+    if saved["val_probs"].shape != (len(rows), n_classes):
+        raise RuntimeError(
+            f"{model.model_id} fold {fold}: predictions of shape {saved['val_probs'].shape}, "
+            f"expected ({len(rows)}, {n_classes})"
+        )
 
 
 def is_current(model_dir: Path, k: int) -> bool:

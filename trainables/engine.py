@@ -85,6 +85,8 @@ def run_epoch(
 ) -> dict[str, float]:
     """One pass of optimisation over ``batches`` (the caller puts the model in train mode).
 
+    Kept as one function: it is every trial's hot loop, read top to bottom.
+
     Args:
         batches: ``(inputs, targets)`` already on the device.
         loss_fn: ``(inputs, targets) -> scalar loss``, run under the batcher's autocast.
