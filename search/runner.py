@@ -234,7 +234,7 @@ def _new_tuner(cfg: DictConfig, trainable: Any, callbacks: list[Any], fits: int)
             time_budget_s=cfg.tune.time_budget_s,
             trial_dirname_creator=trial_dirname,
             # A finished trial's worker runs the next one: no new process, imports or placement group.
-            reuse_actors=bool(cfg.tune.get("reuse_actors", True)),
+            reuse_actors=bool(cfg.tune.reuse_actors),
         ),
         run_config=tune.RunConfig(
             name=str(cfg.experiment),

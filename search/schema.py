@@ -33,6 +33,7 @@ class TuneSchema:
     mode: str = MISSING
     points_to_evaluate: list[Any] = MISSING
     seed: int = MISSING
+    reuse_actors: bool = MISSING
 
 
 @dataclass
