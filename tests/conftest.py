@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from search.cluster import short_ray_tmpdir
+
+# Under a long TMPDIR (a deep fresh clone) a local Ray cannot create its sockets; the product
+# points Ray at /tmp then, and so do the tests that start Ray themselves.
+short_ray_tmpdir()
+
 # ../shared/data beside the checkout: real, human-made images for tests (see its README).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
