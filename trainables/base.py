@@ -94,7 +94,8 @@ class TrainableBase:
             session: Receives the metrics and a checkpoint directory after every epoch.
 
         Returns:
-            The last epoch's metrics plus ``best_val_acc``, ``best_epoch``, ``n_train``, ``n_dropped``.
+            The last epoch's metrics plus ``best_val_acc``, ``best_epoch``, ``n_train``, ``n_dropped``
+            and ``resumed_from_epoch`` (0 unless it continued from a checkpoint).
         """
         cfg = self.resolve(config)
         runtime = resolve_runtime(cfg)

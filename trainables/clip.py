@@ -61,9 +61,8 @@ from trainables.clip_model import (  # noqa: E402,F401
     register_clip_config,
 )
 from trainables.config import COMMON_DEFAULTS
-from trainables.driver import Trial
-from trainables.engine import Batcher, device_batches, predict_proba, soft_or_hard_ce
-from trainables.loader import EpochSampler
+from trainables.driver import LoaderTrial, Trial
+from trainables.engine import Batcher, predict_proba, soft_or_hard_ce
 from trainables.prompts import prompt_templates
 from trainables.registry import register_trainable
 from trainables.runtime import Runtime
@@ -89,25 +88,13 @@ _ARCH_KEYS = ("backbone", "image_size", "prompts", "text_tower", "aug.edge")
 
 
 @dataclass
-class _ClipTrial(Trial):
+class _ClipTrial(LoaderTrial):
     """A CLIP fit: zero-shot epoch 0, then the image (and maybe text) tower against class texts."""
 
     model: ClipClassifier
-    train_loader: torch.utils.data.DataLoader | None = None
-    sampler: EpochSampler | None = None
-    val_loader: torch.utils.data.DataLoader | None = None
-    mixer: Any = None
 
     def parameter_groups(self) -> list[tuple[nn.Module, float]]:
         return [(self.model.clip, 1.0)]
-
-    def updates_per_epoch(self) -> int:
-        return len(self.train_loader)
-
-    def batches(self, epoch: int) -> Any:
-        self.sampler.set_epoch(epoch)
-        smoothing = float(self.config["label_smoothing"])
-        return device_batches(self.train_loader, self.batcher, self.mixer, len(self.data.classes), smoothing)
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         smoothing = float(self.config["label_smoothing"])

@@ -52,11 +52,10 @@ from trainables.base import PredictRequest, TrainableBase
 from trainables.checkpoint import load_model_state
 from trainables.config import COMMON_DEFAULTS
 from trainables.dino_model import DinoClassifier, build_dino_model, load_backbone_file  # noqa: F401
-from trainables.driver import Trial
-from trainables.engine import Batcher, device_batches, predict_proba, soft_or_hard_ce
+from trainables.driver import LoaderTrial, Trial
+from trainables.engine import Batcher, predict_proba, soft_or_hard_ce
 from trainables.features import cached_features
 from trainables.heads import HEADS, POOLS
-from trainables.loader import EpochSampler
 from trainables.models import normalization
 from trainables.registry import register_trainable
 from trainables.runtime import Runtime, derived_seed
@@ -97,17 +96,13 @@ _IN_MEMORY_BYTES = 2 << 30  # cached features up to this size are read into memo
 
 
 @dataclass
-class _DinoTrial(Trial):
+class _DinoTrial(LoaderTrial):
     """A DINO head's fit, on cached summaries of the frozen part or on images."""
 
     model: DinoClassifier
     # (N, 2, ...) summaries of the train split when the cache is used, then the test split's
     # when pseudo-labelled test rows train too (positions run on, as in trainables.split).
     cached: list[np.ndarray] | None = None
-    train_loader: torch.utils.data.DataLoader | None = None
-    sampler: EpochSampler | None = None
-    val_loader: torch.utils.data.DataLoader | None = None
-    mixer: Any = None
 
     def parameter_groups(self) -> list[tuple[nn.Module, float]]:
         return [(self.model.head, 1.0), (self.model.backbone, float(self.config["backbone_lr_scale"]))]
@@ -118,9 +113,7 @@ class _DinoTrial(Trial):
     def batches(self, epoch: int) -> Any:
         if self.cached is not None:
             return self._feature_batches(epoch)
-        self.sampler.set_epoch(epoch)
-        smoothing = float(self.config["label_smoothing"])
-        return device_batches(self.train_loader, self.batcher, self.mixer, len(self.data.classes), smoothing)
+        return super().batches(epoch)
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self.model.from_summary(inputs) if self.cached is not None else self.model(inputs)

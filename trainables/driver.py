@@ -27,7 +27,8 @@ from trainables.checkpoint import (
     save_checkpoint,
 )
 from trainables.config import saved_config
-from trainables.engine import Batcher, run_epoch
+from trainables.engine import Batcher, device_batches, run_epoch
+from trainables.loader import EpochSampler
 from trainables.optim import LRSchedule, make_optimizer
 from trainables.runtime import Runtime, rng_state, set_rng_state
 from trainables.session import Session
@@ -91,6 +92,27 @@ class Trial:
 
 
 @dataclass
+class LoaderTrial(Trial):
+    """A trial that trains from ``trialkit.image_loaders``: one sampler-seeded pass over the loader
+    per epoch, mixed (CutMix/MixUp) and label-smoothed on the device. The timm, CLIP and DINO
+    trials share it; each adds its model's loss and validation.
+    """
+
+    train_loader: torch.utils.data.DataLoader | None = None
+    sampler: EpochSampler | None = None
+    val_loader: torch.utils.data.DataLoader | None = None
+    mixer: Any = None
+
+    def updates_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def batches(self, epoch: int) -> Iterable[tuple[Any, Any]]:
+        self.sampler.set_epoch(epoch)
+        smoothing = float(self.config["label_smoothing"])
+        return device_batches(self.train_loader, self.batcher, self.mixer, len(self.data.classes), smoothing)
+
+
+@dataclass
 class _Optimisation:
     optimizer: Optimizer
     scheduler: LRSchedule
@@ -119,7 +141,8 @@ def train(trial: Trial, session: Session, name: str, defaults: Mapping[str, Any]
         defaults: The trainable's default config (what a key absent from an older checkpoint meant).
 
     Returns:
-        The last epoch's metrics plus ``best_val_acc``, ``best_epoch``, ``n_train``, ``n_dropped``.
+        The last epoch's metrics plus ``best_val_acc``, ``best_epoch``, ``n_train``, ``n_dropped``
+        and ``resumed_from_epoch`` (the checkpoint's epoch this fit continued from; 0: from scratch).
     """
     cfg = trial.config
     optimizer = make_optimizer(cfg, trial.parameter_groups())
@@ -158,7 +181,8 @@ def train(trial: Trial, session: Session, name: str, defaults: Mapping[str, Any]
         _report(
             session, trial, name, defaults, history, opt.state(epoch, num_updates, trial.sampler_state(epoch))
         )
-    return final_metrics(history, trial.data.n_train, len(trial.data.rows.dropped_duplicates))
+    final = final_metrics(history, trial.data.n_train, len(trial.data.rows.dropped_duplicates))
+    return {**final, "resumed_from_epoch": start_epoch}
 
 
 def _progress(session: Session, epoch: int, updates: int) -> Callable[[int], None] | None:

@@ -13,11 +13,10 @@ from trainables.augment import build_mixer
 from trainables.base import PredictRequest, TrainableBase
 from trainables.checkpoint import load_model_state
 from trainables.config import BASE_DEFAULTS, factor_heads, uses_factors
-from trainables.driver import Trial
-from trainables.engine import Batcher, device_batches, predict_proba, soft_or_hard_ce
+from trainables.driver import LoaderTrial, Trial
+from trainables.engine import Batcher, predict_proba, soft_or_hard_ce
 from trainables.factor_build import build_factorisation
 from trainables.factors import Factorisation
-from trainables.loader import EpochSampler
 from trainables.models import create_model, normalization
 from trainables.registry import register_trainable
 from trainables.runtime import Runtime
@@ -28,23 +27,11 @@ _ARCH_KEYS = ("backbone", "image_size", "targets", "aug.edge")
 
 
 @dataclass
-class _TimmTrial(Trial):
+class _TimmTrial(LoaderTrial):
     """A timm classifier's fit: one softmax over the classes, or one head per factor."""
 
-    train_loader: torch.utils.data.DataLoader | None = None
-    sampler: EpochSampler | None = None
-    val_loader: torch.utils.data.DataLoader | None = None
-    mixer: Any = None
     factors: Factorisation | None = None  # the network's factor heads
     decomposition: Factorisation | None = None  # the classes as factors, for per-factor metrics
-
-    def updates_per_epoch(self) -> int:
-        return len(self.train_loader)
-
-    def batches(self, epoch: int) -> Any:
-        self.sampler.set_epoch(epoch)
-        smoothing = float(self.config["label_smoothing"])
-        return device_batches(self.train_loader, self.batcher, self.mixer, len(self.data.classes), smoothing)
 
     def loss(self, inputs: torch.Tensor, targets: Any) -> torch.Tensor:
         logits = self.model(inputs)
