@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig
 
 from common.io import runs_dir
@@ -51,10 +50,10 @@ from search.oof_data import data_facts
 from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
 from search.oof_promote import promote
 from search.oof_report import print_summary, save_leaderboard
-from search.oof_select import RefitModel, select_models, trial_configs
+from search.oof_select import RefitModel, select_models
 from search.preflight import preflight
 from search.progress import LiveReporter, setup_logging
-from search.records import load_record, search_dir
+from search.search_result import SearchResult, load_search_result
 
 log = logging.getLogger("search.oof")
 
@@ -118,8 +117,9 @@ def run_oof(
     """
     runs = runs_dir()
     experiment = str(cfg.experiment)
-    record = load_record(search_dir(runs, experiment))
-    models, checkpoints = _select(cfg, runs, record.ray_path)
+    found = load_search_result(runs, experiment, str(cfg.tune.metric))
+    record = found.record
+    models, checkpoints = _select(cfg, found)
     if config_overrides:
         models = [replace(m, config={**m.config, **config_overrides}) for m in models]
     facts = data_facts(models)
@@ -225,22 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _select(cfg: DictConfig, runs: Path, ray_path: str) -> tuple[list[RefitModel], dict[str, str]]:
+def _select(cfg: DictConfig, found: SearchResult) -> tuple[list[RefitModel], dict[str, str]]:
     """The models to fit on every fold, and (promotion) the search checkpoint that is each one's fold 0."""
-    board_path = search_dir(runs, str(cfg.experiment)) / "leaderboard.csv"
-    if not board_path.is_file():
-        raise FileNotFoundError(f"{board_path} is missing: the search did not finish; resume it first")
-    board = pd.read_csv(board_path, index_col="rank")
-    configs = trial_configs(ray_path)
     checkpoints: dict[str, str] = {}
     if cfg.oof.mode == "promote":
-        models, checkpoints = promote(cfg, board, configs, ray_path)
+        models, checkpoints = promote(cfg, found)
     else:
         models = select_models(
-            board,
-            configs,
+            found,
             trainable=str(cfg.trainable.name),
-            metric=str(cfg.tune.metric),
             top_k=int(cfg.oof.top_k),
             max_per_backbone=cfg.oof.max_per_backbone,
             epochs=cfg.oof.epochs,

@@ -7,25 +7,21 @@ search's own last checkpoint, so no fold is trained twice.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig
 
-from search.leaderboard import STATUS_DONE, TRIAL_DIR_PREFIX
+from search.leaderboard import STATUS_DONE
 from search.oof_data import data_facts
 from search.oof_select import RefitModel, candidates, cap_per_backbone, select_by_gain
+from search.search_result import SearchResult
 
 log = logging.getLogger("search.oof")
 
-__all__ = ["last_checkpoint", "promote"]
+__all__ = ["promote"]
 
 
-def promote(
-    cfg: DictConfig, board: pd.DataFrame, configs: dict[str, dict[str, Any]], ray_path: str
-) -> tuple[list[RefitModel], dict[str, str]]:
+def promote(cfg: DictConfig, result: SearchResult) -> tuple[list[RefitModel], dict[str, str]]:
     """Promotion: trials that ran their whole schedule keep their model as fold 0; pick which ones.
 
     Only finished trials qualify: their last checkpoint is the model the search scored, trained
@@ -33,10 +29,8 @@ def promote(
     to the fold-0 ensemble of those already chosen; ``score`` by their own score.
 
     Args:
-        cfg: The refit's config (``oof.*``, ``trainable.name``, ``tune.metric``).
-        board: The search's leaderboard, indexed by rank.
-        configs: Each trial's complete config, by trial id.
-        ray_path: Ray's storage of the search, where the trials' checkpoints are.
+        cfg: The refit's config (``oof.*``, ``trainable.name``).
+        result: What the search found: its trials, their configs and checkpoints.
 
     Returns:
         The promoted models, and the search checkpoint that is each one's fold 0.
@@ -44,12 +38,10 @@ def promote(
     Raises:
         ValueError: No fold-0 trial finished its schedule and left a local checkpoint.
     """
-    found = candidates(
-        board, configs, trainable=str(cfg.trainable.name), metric=str(cfg.tune.metric),
-        epochs="full", statuses=(STATUS_DONE,),
-    )  # fmt: skip
+    found = candidates(result, trainable=str(cfg.trainable.name), epochs="full", statuses=(STATUS_DONE,))
+    saved = {t.trial_id: t.checkpoint for t in result.trials}
     checkpoints = {m.model_id: c for m in found if int(m.config.get("fold", 0)) == 0
-                   and (c := last_checkpoint(ray_path, m.trial_id))}  # fmt: skip
+                   and (c := saved.get(m.trial_id))}  # fmt: skip
     found = [m for m in found if m.model_id in checkpoints]
     if not found:
         raise ValueError(
@@ -81,12 +73,3 @@ def _predict(model: RefitModel, checkpoint: str, rows: np.ndarray, tta_flip: boo
     return create_trainable(model.trainable).predict(
         None, checkpoint, split="train", rows=rows, tta_flip=tta_flip
     )
-
-
-def last_checkpoint(ray_path: str, trial_id: str) -> str | None:
-    """The newest checkpoint folder of a search trial, where Ray's storage is a local path."""
-    if "://" in ray_path:
-        return None
-    trial_dir = Path(ray_path) / f"{TRIAL_DIR_PREFIX}{trial_id}"
-    found = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: p.name)
-    return str(found[-1]) if found else None

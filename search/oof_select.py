@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from search.leaderboard import STATUS_DONE, STATUS_STOPPED
+from search.search_result import FoundTrial, SearchResult
 
 # Trials that trained (to the end, or until ASHA stopped them) have a trustworthy score and epoch.
 _USABLE = (STATUS_DONE, STATUS_STOPPED)
@@ -41,27 +41,10 @@ class RefitModel:
     backbone: str
 
 
-def trial_configs(ray_path: str) -> dict[str, dict[str, Any]]:
-    """The complete config of every trial of a Ray Tune experiment, by trial id.
-
-    Raises:
-        FileNotFoundError: Ray's experiment state is not there (a search that never started).
-    """
-    from ray.tune import ExperimentAnalysis
-
-    try:
-        trials = ExperimentAnalysis(ray_path).trials
-    except Exception as err:  # Ray raises ValueError/RuntimeError/OSError depending on what is missing
-        raise FileNotFoundError(f"cannot read the search's Ray state at {ray_path}: {err}") from err
-    return {str(t.trial_id): dict(t.config) for t in trials}
-
-
 def select_models(
-    leaderboard: pd.DataFrame,
-    configs: dict[str, dict[str, Any]],
+    result: SearchResult,
     *,
     trainable: str,
-    metric: str,
     top_k: int,
     max_per_backbone: int | None = None,
     epochs: int | str = "best",
@@ -74,11 +57,8 @@ def select_models(
     ensemble gets different models rather than five variants of one.
 
     Args:
-        leaderboard: The search's leaderboard (best first) with ``trial_id``, ``<metric>``,
-            ``best_epoch`` and ``status``.
-        configs: :func:`trial_configs` of the search.
+        result: What the search found (:func:`search.search_result.load_search_result`).
         trainable: The trainable the search ran.
-        metric: The leaderboard's ranking metric.
         top_k: How many to take.
         max_per_backbone: Diversity cap per backbone; None for none.
         epochs: ``"best"`` (each trial's best epoch) or a fixed number.
@@ -89,24 +69,22 @@ def select_models(
     Raises:
         ValueError: No trial is usable; the message says what the leaderboard holds.
     """
-    found = candidates(leaderboard, configs, trainable=trainable, metric=metric, epochs=epochs)
+    found = candidates(result, trainable=trainable, epochs=epochs)
     return cap_per_backbone(found, max_per_backbone)[:top_k]
 
 
 def candidates(
-    leaderboard: pd.DataFrame,
-    configs: dict[str, dict[str, Any]],
+    result: SearchResult,
     *,
     trainable: str,
-    metric: str,
     epochs: int | str = "best",
     statuses: tuple[str, ...] = _USABLE,
 ) -> list[RefitModel]:
     """Every trial with a usable score and a distinct config, best first.
 
     Args:
-        statuses: Leaderboard statuses to accept (promotion takes only ``done``: trials that
-            ran their whole schedule, whose last checkpoint is the model the search scored).
+        statuses: Statuses to accept (promotion takes only ``done``: trials that ran their
+            whole schedule, whose last checkpoint is the model the search scored).
         epochs: ``"best"``, ``"full"`` (the config's own ``epochs``) or a number.
 
     Raises:
@@ -114,34 +92,31 @@ def candidates(
     """
     found: list[RefitModel] = []
     seen: set[str] = set()
-    for _, row in leaderboard.iterrows():
-        tid = str(row["trial_id"])
-        score = _float(row.get(metric))
-        if row.get("status") not in statuses or math.isnan(score) or tid not in configs:
+    for trial in result.trials:
+        if trial.status not in statuses or math.isnan(trial.score):
             continue
-        config = dict(configs[tid])
-        key = json.dumps(config, sort_keys=True, default=str)
+        key = json.dumps(trial.config, sort_keys=True, default=str)
         if key in seen:
             continue
         seen.add(key)
-        backbone = str(config.get("backbone") or trainable)
-        n_epochs = int(config.get("epochs", 1)) if epochs == "full" else _refit_epochs(row, config, epochs)
+        backbone = str(trial.config.get("backbone") or trainable)
+        n_epochs = int(trial.config.get("epochs", 1)) if epochs == "full" else _refit_epochs(trial, epochs)
         found.append(
             RefitModel(
-                model_id=f"{_slug(backbone)}-{tid}",
-                trial_id=tid,
+                model_id=f"{_slug(backbone)}-{trial.trial_id}",
+                trial_id=trial.trial_id,
                 trainable=trainable,
-                config=config,
+                config=dict(trial.config),
                 epochs=n_epochs,
-                search_score=score,
+                search_score=trial.score,
                 backbone=backbone,
             )
         )
     if not found:
-        counts = leaderboard["status"].value_counts().to_dict() if "status" in leaderboard else {}
+        counts = dict(result.status_counts)
         raise ValueError(
             f"no trial of the search can be refit: it needs a trial with status {' or '.join(statuses)} "
-            f"and a {metric} score; the leaderboard holds {len(leaderboard)} trials ({counts or 'none'})"
+            f"and a {result.metric} score; the leaderboard holds {sum(counts.values())} trials ({counts or 'none'})"
         )
     return found
 
@@ -214,23 +189,15 @@ def _log_loss(probs: np.ndarray, targets: np.ndarray) -> float:
     return float(-np.log(np.clip(picked, 1e-12, None)).mean())
 
 
-def _refit_epochs(row: pd.Series, config: dict[str, Any], epochs: int | str) -> int:
+def _refit_epochs(trial: FoundTrial, epochs: int | str) -> int:
     if epochs != "best":
         return int(epochs)
-    best = row.get("best_epoch")
-    if best is None or (isinstance(best, float) and math.isnan(best)):
-        return int(config.get("epochs", 1))
+    if trial.best_epoch is None:
+        return int(trial.config.get("epochs", 1))
     # 0 is a real fit for trainables that report an untrained epoch 0 (CLIP's zero-shot model)
-    return max(0, int(best))
+    return max(0, trial.best_epoch)
 
 
 def _slug(text: str) -> str:
     """A directory-safe name (``hf-hub:org/model`` -> ``hf-hub_org_model``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan

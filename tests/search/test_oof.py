@@ -18,6 +18,7 @@ from search.oof import load_oof_config, oof_dir, run_oof
 from search.oof_fold import fold_result_path, fold_work_dir, make_job, read_fold_result, run_fold
 from search.oof_select import select_models
 from search.runner import run_search
+from search.search_result import from_leaderboard
 from trainables.config import resolve_config
 from trainables.data import folds_for, load_dataset
 from trainables.registry import default_config
@@ -54,19 +55,21 @@ def test_selection_takes_the_best_usable_distinct_trials_with_a_cap_per_backbone
         "e": {"backbone": "resnet", "lr": 3e-4, "epochs": 5},
         "f": {"backbone": "vit", "lr": 3e-4, "epochs": 5},
     }
-    picked = select_models(board, configs, trainable="timm", metric="val_acc", top_k=5)
+    found = from_leaderboard(board, configs, "val_acc")
+    picked = select_models(found, trainable="timm", top_k=5)
     assert [m.trial_id for m in picked] == ["a", "d", "e"]
     assert [m.epochs for m in picked] == [4, 1, 5]  # the epoch the search found best
     assert picked[0].model_id == "convnext-a"
 
-    capped = select_models(board, configs, trainable="timm", metric="val_acc", top_k=2, max_per_backbone=1)
+    capped = select_models(found, trainable="timm", top_k=2, max_per_backbone=1)
     assert [m.trial_id for m in capped] == ["a", "e"]
 
-    fixed = select_models(board, configs, trainable="timm", metric="val_acc", top_k=1, epochs=7)
+    fixed = select_models(found, trainable="timm", top_k=1, epochs=7)
     assert fixed[0].epochs == 7
 
     with pytest.raises(ValueError, match="no trial of the search can be refit"):
-        select_models(board[board.status == "error"], configs, trainable="timm", metric="val_acc", top_k=2)
+        errored = from_leaderboard(board[board.status == "error"], configs, "val_acc")
+        select_models(errored, trainable="timm", top_k=2)
 
 
 # --------------------------------------------------------------------------- a real refit (slow)

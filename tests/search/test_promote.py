@@ -3,6 +3,11 @@ and which trials are promoted is decided by what they add to the ensemble (``oof
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +16,12 @@ import pytest
 from common.io import runs_dir
 from search.config import load_config
 from search.oof import load_oof_config, run_oof
+from search.oof import main as oof_main
 from search.oof_fold import fold_result_path, fold_work_dir, read_fold_result
-from search.oof_promote import last_checkpoint
 from search.oof_select import RefitModel, select_by_gain
 from search.records import load_record, search_dir
 from search.runner import run_search
+from search.search_result import last_checkpoint
 from trainables import create_trainable
 from trainables.data import folds_for, load_dataset
 
@@ -141,3 +147,74 @@ def test_a_rerun_after_a_crash_fits_only_what_is_missing(promoted: dict) -> None
     assert again.complete
     assert {f: fold_result_path(model.directory, f).stat().st_mtime_ns for f in (0, 1)} == kept
     assert "n_train" in read_fold_result(fold_result_path(model.directory, 2))["fit"]
+
+
+def _mid_promotion(model_dir: Path) -> tuple[list[int], dict[int, int]]:
+    """Folds finished by training, and unfinished folds with their checkpoint's epoch, right now."""
+    finished, running = [], {}
+    for fold in range(K):
+        if fold_result_path(model_dir, fold).is_file():
+            with_fit = "n_train" in read_fold_result(fold_result_path(model_dir, fold))["fit"]
+            finished += [fold] if with_fit else []
+        else:
+            epochs = [int(p.name.rsplit("_", 1)[1]) for p in fold_work_dir(model_dir, fold).glob("checkpoint_*")]
+            running.update({fold: max(epochs)} if epochs else {})
+    return finished, running
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_promotion_resumes_without_retraining_or_restarting(
+    ray_local: None, tiny: list[str], kill_session: Callable[[subprocess.Popen], None], tmp_path: Path
+) -> None:
+    """SIGKILL ``python -m search.oof mode=promote`` (with its local Ray) once one fold has finished
+    training and another has a checkpoint, then run it again: the finished fold is kept as it was,
+    the interrupted one continues from its checkpoint, and fold 0 is never trained."""
+    name, epochs = "promote-kill", 6
+    outcome = run_search(
+        load_config(
+            [*tiny, "space=quick", f"experiment={name}", "search=null", "tune.points_to_evaluate=[]",
+             "tune.num_samples=1", f"trainable.epochs={epochs}", f"trainable.k={K}", "scheduler.name=fifo",
+             "mlflow.enabled=false"]
+        )  # fmt: skip
+    )
+    assert outcome.status == "finished"
+    argv = [f"experiment={name}", "mode=promote", "top_k=1"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(
+        # One fold at a time (2 CPUs per fold on a 2-CPU Ray), so one finishes while the next trains.
+        [sys.executable, "-m", "search.oof", *argv, "ray.address=local", "ray.num_cpus=2", "resources.cpu=2"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the driver's local Ray lives in this session; kill_session ends it all
+    )
+    oof_root = runs_dir() / "oof" / name
+    finished: list[int] = []
+    running: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (finished and running):
+            assert driver.poll() is None, f"driver exited early:\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
+            model_dirs = [p for p in oof_root.glob("*") if p.is_dir()]
+            finished, running = _mid_promotion(model_dirs[0]) if model_dirs else ([], {})
+            time.sleep(0.1)
+    finally:
+        kill_session(driver)
+        log.close()
+    assert finished and running, f"never caught mid-promotion within 300 s: {finished}, {running}"
+    model_dir = next(p for p in oof_root.glob("*") if p.is_dir())
+    finished, running = _mid_promotion(model_dir)  # as the kill left it
+    kept = {f: fold_result_path(model_dir, f).stat().st_mtime_ns for f in finished}
+
+    assert oof_main(argv) == 0
+
+    assert {f: fold_result_path(model_dir, f).stat().st_mtime_ns for f in finished} == kept, "a finished fold was retrained"
+    folds = [read_fold_result(fold_result_path(model_dir, f)) for f in range(K)]
+    assert folds[0]["fit"] == {"trained_by": "search trial"}, "fold 0 was trained"
+    for fold, epoch in running.items():
+        assert folds[fold]["fit"]["resumed_from_epoch"] >= epoch >= 1, f"fold {fold} restarted from zero"
+        assert folds[fold]["fit"]["epoch"] == epochs
+    rows = np.concatenate([f["val_rows"] for f in folds])
+    assert np.array_equal(np.sort(rows), np.arange(len(load_dataset("synthetic").train)))
