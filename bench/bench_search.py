@@ -10,6 +10,11 @@ trial runs every epoch) and under ASHA. Reported: the best val accuracy each fou
 trial-epochs each spent, wall time. Target: ASHA within 1 point of FIFO's best at no more than
 40% of its epochs.
 
+Part 1 also replays ASHA on FIFO's learning curves for other grace periods and reduction
+factors (Ray's own ASHAScheduler, fed the recorded epochs in the order 2 slots would produce
+them): a trial's epochs do not depend on the scheduler (seeded and exactly resumable), so this
+shows which rung placement and reduction factor would have kept FIFO's best for fewer epochs.
+
 Part 2: one trial of a fixed config run inline (``create_trainable("timm").fit`` with an
 ``InlineSession``, in this process) and as a one-trial Ray Tune search; the difference in wall
 time is Tune's per-trial overhead (a fresh worker process, its imports, the placement group,
@@ -19,6 +24,7 @@ checkpoint persistence).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -33,8 +39,11 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from common.io import runs_dir  # noqa: E402
+from search.algorithms import TIME_ATTR  # noqa: E402
 from search.config import load_config  # noqa: E402
 from search.runner import SearchOutcome, run_search  # noqa: E402
+
+SKETCHY = Path(__file__).resolve().parents[2] / "shared" / "data" / "sketchy125"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,13 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--hard",
         action="store_true",
-        help="part 1 on /work/shared/data/sketchy125 (its group-aware fold 0), Lite0 @ 128 px, 12 x 6 epochs",
+        help="part 1 on ../shared/data/sketchy125 (its group-aware fold 0), Lite0 @ 128 px, 12 x 6 epochs",
     )
     args = p.parse_args(argv)
     if args.smoke:
         args.trials, args.epochs, args.backbone = 3, 2, "test_efficientnet"
     if args.hard:
-        args.data, args.trials, args.epochs, args.image_size = "/work/shared/data/sketchy125", 12, 6, 128
+        args.data, args.trials, args.epochs, args.image_size = str(SKETCHY), 12, 6, 128
         args.grace_period, args.skip_overhead = "auto", True
     return args
 
@@ -104,7 +113,69 @@ def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[Sear
             f"{name}: best val_acc {outcome.best['val_acc']:.4f}, {outcome.trial_epochs} trial-epochs",
             flush=True,
         )
+        if name == "fifo":
+            print_replays(learning_curves(outcome.ray_path), args)
     return out
+
+
+def learning_curves(ray_path: str) -> dict[str, list[float]]:
+    """Each trial's val_acc per epoch (epoch 1 first), from Ray's saved results, in trial order."""
+    curves = {}
+    for trial_dir in sorted(Path(ray_path).glob("trial_*")):
+        rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        by_epoch = {int(r[TIME_ATTR]): float(r["val_acc"]) for r in rows if "val_acc" in r and TIME_ATTR in r}
+        curves[trial_dir.name] = [by_epoch[e] for e in sorted(by_epoch) if e >= 1]
+    return curves
+
+
+def replay_asha(curves: dict[str, list[float]], *, grace: int, eta: float, slots: int) -> tuple[float, int]:
+    """Ray's ASHAScheduler run over recorded curves on ``slots`` slots (one epoch = one time unit,
+    trials started in order); returns the best val_acc any trial reached and the epochs spent."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    max_t = max(len(c) for c in curves.values())
+    scheduler = ASHAScheduler(
+        time_attr=TIME_ATTR, metric="val_acc", mode="max", max_t=max_t, grace_period=grace, reduction_factor=eta
+    )
+    pending = [SimpleNamespace(trial_id=name) for name in curves]
+    running: list[tuple[float, int, Any]] = []  # (time the next epoch ends, epoch, trial)
+    clock, best, spent = 0.0, 0.0, 0
+    while pending or running:
+        while pending and len(running) < slots:
+            trial = pending.pop(0)
+            scheduler.on_trial_add(None, trial)
+            running.append((clock + 1, 1, trial))
+        running.sort(key=lambda item: item[0])
+        clock, epoch, trial = running.pop(0)
+        score = curves[trial.trial_id][epoch - 1]
+        best, spent = max(best, score), spent + 1
+        result = {TIME_ATTR: epoch, "val_acc": score}
+        if epoch >= len(curves[trial.trial_id]) or scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+            scheduler.on_trial_complete(None, trial, result)
+        else:
+            running.append((clock + 1, epoch + 1, trial))
+    return best, spent
+
+
+def print_replays(curves: dict[str, list[float]], args: argparse.Namespace) -> None:
+    """ASHA replayed on FIFO's curves for a few rung placements and reduction factors."""
+    fifo_best = max(max(c) for c in curves.values())
+    fifo_epochs = sum(len(c) for c in curves.values())
+    table = Table(title=f"ASHA replayed on FIFO's curves (FIFO: best {fifo_best:.4f}, {fifo_epochs} trial-epochs)")
+    for column in ("grace", "eta", "best val_acc", "gap (points)", "trial-epochs", "% of FIFO"):
+        table.add_column(column, justify="right")
+    for grace in (1, 2, 3):
+        for eta in (2, 3, 4):
+            if grace >= args.epochs:
+                continue
+            best, spent = replay_asha(curves, grace=grace, eta=eta, slots=max(1, int((os.cpu_count() or 2) / args.cpu)))
+            table.add_row(
+                str(grace), str(eta), f"{best:.4f}", f"{100 * (fifo_best - best):.2f}", str(spent),
+                f"{100 * spent / fifo_epochs:.0f}%",
+            )  # fmt: skip
+    Console(width=120).print(table)
 
 
 def overhead(args: argparse.Namespace, stamp: str) -> dict[str, float]:
