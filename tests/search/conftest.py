@@ -81,6 +81,12 @@ def free_port_fixture() -> Callable[[], int]:
     return free_port
 
 
+@pytest.fixture(name="start_driver")
+def start_driver_fixture() -> Callable[[str, list[str], Path], subprocess.Popen]:
+    """:func:`start_driver`, for tests."""
+    return start_driver
+
+
 @pytest.fixture(name="kill_session")
 def kill_session_fixture() -> Callable[[subprocess.Popen], None]:
     """:func:`kill_session`, for tests."""
@@ -142,6 +148,21 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -
         except OSError:
             time.sleep(0.5)
     raise RuntimeError(f"mlflow server at {url} not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def start_driver(module: str, argv: list[str], log: Path) -> subprocess.Popen:
+    """``python -m <module> <argv>`` in a session of its own, with a local Ray of its own (not the
+    tests' one), output to ``log``: what :func:`kill_session` can kill whole, as a crash would."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with log.open("w") as out:  # the child keeps its own copy of the file descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *argv, "ray.address=local", "ray.num_cpus=2"],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def kill_session(proc: subprocess.Popen) -> None:

@@ -3,9 +3,7 @@ and which trials are promoted is decided by what they add to the ensemble (``oof
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -164,7 +162,11 @@ def _mid_promotion(model_dir: Path) -> tuple[list[int], dict[int, int]]:
 
 @pytest.mark.slow
 def test_a_driver_killed_mid_promotion_resumes_without_retraining_or_restarting(
-    ray_local: None, tiny: list[str], kill_session: Callable[[subprocess.Popen], None], tmp_path: Path
+    ray_local: None,
+    tiny: list[str],
+    start_driver: Callable[..., subprocess.Popen],
+    kill_session: Callable[[subprocess.Popen], None],
+    tmp_path: Path,
 ) -> None:
     """SIGKILL ``python -m search.oof mode=promote`` (with its local Ray) once one fold has finished
     training and another has a checkpoint, then run it again: the finished fold is kept as it was,
@@ -179,17 +181,8 @@ def test_a_driver_killed_mid_promotion_resumes_without_retraining_or_restarting(
     )
     assert outcome.status == "finished"
     argv = [f"experiment={name}", "mode=promote", "top_k=1"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(
-        # One fold at a time (2 CPUs per fold on a 2-CPU Ray), so one finishes while the next trains.
-        [sys.executable, "-m", "search.oof", *argv, "ray.address=local", "ray.num_cpus=2", "resources.cpu=2"],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # the driver's local Ray lives in this session; kill_session ends it all
-    )
+    # One fold at a time (2 CPUs per fold on a 2-CPU Ray), so one finishes while the next trains.
+    driver = start_driver("search.oof", [*argv, "resources.cpu=2"], tmp_path / "driver.log")
     oof_root = runs_dir() / "oof" / name
     finished: list[int] = []
     running: dict[int, int] = {}
@@ -202,7 +195,6 @@ def test_a_driver_killed_mid_promotion_resumes_without_retraining_or_restarting(
             time.sleep(0.1)
     finally:
         kill_session(driver)
-        log.close()
     assert finished and running, f"never caught mid-promotion within 300 s: {finished}, {running}"
     model_dir = next(p for p in oof_root.glob("*") if p.is_dir())
     finished, running = _mid_promotion(model_dir)  # as the kill left it

@@ -198,7 +198,11 @@ def test_a_crashed_trial_resumes_from_its_last_checkpoint(
 
 
 def test_kill_the_driver_then_resume_loses_and_restarts_nothing(
-    ray_local: None, tiny: list[str], kill_session: Callable[[subprocess.Popen], None], tmp_path: Path
+    ray_local: None,
+    tiny: list[str],
+    start_driver: Callable[..., subprocess.Popen],
+    kill_session: Callable[[subprocess.Popen], None],
+    tmp_path: Path,
 ) -> None:
     """SIGKILL ``python -m search.run`` mid-search (with its local Ray), then ``resume=<name>``.
 
@@ -210,18 +214,9 @@ def test_kill_the_driver_then_resume_loses_and_restarts_nothing(
     argv = [
         *tiny, "space=quick", f"experiment={name}", "search.aug.cutmix=null", "tune.points_to_evaluate=[]",
         f"tune.num_samples={samples}", f"trainable.epochs={epochs}", "scheduler.name=fifo",
-        "ray.address=local", "ray.num_cpus=2", f"mlflow.tracking_uri={uri}",
+        f"mlflow.tracking_uri={uri}",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "search.run", *argv],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # the driver's local Ray lives in this session; kill_session ends it all
-    )
+    driver = start_driver("search.run", argv, tmp_path / "driver.log")  # kill_session ends it and its Ray
     ray_dir = runs_dir() / "ray" / name
     try:
         deadline = time.monotonic() + 240
@@ -233,7 +228,6 @@ def test_kill_the_driver_then_resume_loses_and_restarts_nothing(
         assert _checkpoint_in_saved_state(ray_dir), "no checkpoint in Ray's saved state within 240 s"
     finally:
         kill_session(driver)
-        log.close()
     before = {p.name: _epochs(p) for p in ray_dir.glob("trial_*") if (p / "result.json").is_file()}
     assert any(before.values()) and all(len(e) < epochs for e in before.values()), f"not mid-search: {before}"
 
