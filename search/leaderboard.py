@@ -158,28 +158,63 @@ def save_leaderboard(frame: pd.DataFrame, path: str | Path) -> Path:
 def print_leaderboard(
     frame: pd.DataFrame, *, title: str = "Leaderboard", metric: str = "val_acc", limit: int = 30
 ) -> None:
-    """Print the leaderboard as a rich table (best ``limit`` rows), the best row highlighted."""
-    from rich.table import Table
+    """Print the leaderboard as a rich table (best ``limit`` rows), the best row highlighted.
 
+    The table must fit the console: rich squeezes every column of a too-wide table to a few
+    characters, scores included. So headers are the last part of a dotted key, backbone names
+    lose their family prefix, and when it is still too wide the least useful columns are left
+    out (the secondary metrics first, then the searched keys from the last), with a line naming
+    them; ``leaderboard.csv`` keeps every column.
+    """
     console = make_console()
     if frame.empty:
         console.print(f"[bold]{title}[/]: no trials")
         return
+    # A CSV's empty cell reads back as NaN, which is truthy: only a message counts as an error.
+    errors = "error" in frame and frame["error"].map(lambda v: isinstance(v, str) and v != "").any()
+    columns = [c for c in frame.columns if c != "error" or errors]
+    rows = frame.head(limit)
+    searched = columns[1 : columns.index(metric)] if metric in columns and "trial_id" in columns else []
+    droppable = [c for c in ("val_f1", "time_s", "best_epoch", "error") if c in columns and c != metric]
+    droppable += [c for c in reversed(searched) if c != "backbone"]
+    shown = list(columns)
+    table = _leaderboard_table(rows, shown, title, metric)
+    unbounded = console.options.update_width(10_000)  # measure() is capped at the console's width
+    while droppable and console.measure(table, options=unbounded).maximum > console.width:
+        shown.remove(droppable.pop(0))
+        table = _leaderboard_table(rows, shown, title, metric)
+    console.print(table)
+    hidden = [c for c in columns if c not in shown]
+    if hidden:
+        console.print(f"(left out to fit {console.width} columns: {', '.join(hidden)}; leaderboard.csv has every column)")
+    if len(frame) > limit:
+        console.print(f"... {len(frame) - limit} more rows in the CSV")
+
+
+def _leaderboard_table(rows: pd.DataFrame, columns: Sequence[str], title: str, metric: str) -> Any:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", header_style="bold")
-    columns = [c for c in frame.columns if c != "error" or frame["error"].astype(bool).any()]
     table.add_column("#", justify="right")
-    for column in columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[column])
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "error")
-    for rank, row in frame.head(limit).iterrows():
+    lasts = [c.rsplit(".", 1)[-1] for c in columns]
+    for column, last in zip(columns, lasts, strict=True):
+        numeric = pd.api.types.is_numeric_dtype(rows[column])
+        header = last if lasts.count(last) == 1 else column  # aug.cutmix -> cutmix, unless ambiguous
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=column != "error")
+    for rank, row in rows.iterrows():
         cells = [str(rank)] + [_cell(row[c], c == metric) for c in columns]
         for i, column in enumerate(columns, start=1):
+            if column == "backbone":
+                cells[i] = short_backbone(cells[i])
             if column == "error" and len(cells[i]) > ERROR_SHOWN:  # the CSV keeps the whole message
                 cells[i] = cells[i][: ERROR_SHOWN - 3] + "..."
         table.add_row(*cells, style="bold green" if rank == 1 else None)
-    console.print(table)
-    if len(frame) > limit:
-        console.print(f"... {len(frame) - limit} more rows in the CSV")
+    return table
+
+
+def short_backbone(name: str) -> str:
+    """``tf_efficientnet_lite0`` -> ``lite0``: the part that differs between the offline backbones."""
+    return name.replace("tf_efficientnet_", "")
 
 
 def _best_row(hist: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:

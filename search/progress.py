@@ -28,6 +28,8 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from search.leaderboard import short_backbone
+
 _STATUS_STYLE = {"RUNNING": "cyan", "TERMINATED": "green", "ERROR": "red", "PENDING": "dim", "PAUSED": "yellow"}
 _REFRESH_S = 1.0
 
@@ -66,7 +68,7 @@ def trial_label(config: Mapping[str, Any], paths: Sequence[str]) -> str:
         for key in path.split("."):
             value = value.get(key) if isinstance(value, Mapping) else None
         if path == "backbone" and isinstance(value, str):
-            parts.append(value.replace("tf_efficientnet_", ""))
+            parts.append(short_backbone(value))
             continue
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
         parts.append(f"{path.rsplit('.', 1)[-1]}={shown}")
