@@ -69,6 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--plain-cpu", type=float, default=0.4,
         help="CPUs per plain fold fit (0.4: all 5 folds at once on 2 cores, no idle core in a last wave)",
     )  # fmt: skip
+    p.add_argument(
+        "--plain", default=None, metavar="CV,STD,WALL_S",
+        help="the plain fine-tune's figures from an earlier run of this bench: skips it (e.g. 0.4824,0.0424,2276)",
+    )  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="built-in set, tiny model, 2 epochs, budget 4m")
     args = p.parse_args(argv)
     if args.smoke:
@@ -166,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     console = Console(width=140)
-    p = plain(args, f"bench-plain-{stamp}")
+    if args.plain:
+        cv, std, wall = (float(x) for x in args.plain.split(","))
+        p = {"cv": cv, "cv_std": std, "wall_s": wall}
+    else:
+        p = plain(args, f"bench-plain-{stamp}")
     console.print(f"plain fine-tune: CV {p['cv']:.4f} ± {p['cv_std']:.4f} in {p['wall_s']:.0f} s")
     budget = args.budget_s or p["wall_s"]
     c = compete(args, f"bench-compete-{stamp}", budget)

@@ -2,11 +2,20 @@
 
 A competitor knows how long they can wait, not how many trials that buys. The plan measures how
 fast this machine trains each backbone of the space (a few real optimizer steps per backbone and
-image size, remembered per machine), then picks the largest image size and the most epochs for
-which enough trials to explore the space, plus the refit of the best few on every fold, fit in
-the budget on the trial slots the resources give. It says up front what it chose and what it
-expects each stage to cost, and caps the search with ``tune.time_budget_s`` so an estimate that
-is off cannot eat the refit's share.
+image size, remembered per machine), then spends the budget in this order of importance:
+
+1. **image size**, largest first from ``trainable.image_size``: a pretrained net fine-tuned on small data loses more from
+   smaller inputs than it gains from more trials or more ensemble members (on sketchy125 a
+   38-minute plan that went down to 64 px to keep 11 trials and 2 refit models scored 0.35,
+   13 points below one 128 px fine-tune of the same time);
+2. **ensemble members and a search that explores** (3, then 2 refit models, with enough trials
+   for a space-filling start), then a short search (at least two rounds of the trial slots)
+   with 2, then 1 refit model;
+3. **epochs**, most first.
+
+The first plan that fits on the trial slots the resources give wins. It says up front what it
+chose and what it expects each stage to cost, and caps the search with ``tune.time_budget_s`` so
+an estimate that is off cannot eat the refit's share.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -30,8 +39,10 @@ log = logging.getLogger(__name__)
 IMAGE_SIZES = (160, 128, 112, 96, 64)  # tried largest first
 EPOCH_CHOICES = (12, 10, 8, 6)
 REFERENCE_SIZE = 128
-# Seconds a trial costs besides its epochs: worker start, model build, data and cache open, checkpoints.
-TRIAL_OVERHEAD_S = 15.0
+# Seconds a trial costs besides its epochs: model build, data and cache open, checkpoints. Workers
+# are reused between trials (bench_overhead: +0.5 s per trial per slot over an inline fit), so
+# this is mostly the set-up inside the trial.
+TRIAL_OVERHEAD_S = 3.0
 # Share of the budget kept back for the ensemble stage, MLflow and the estimate's error.
 RESERVE = 0.1
 # A trial's epoch also decodes, augments and batches its images; measured on this machine's
@@ -55,6 +66,7 @@ class BudgetPlan:
         oof_s: Estimated OOF refit time.
         fits: Whether the smallest plan fits at all (False: the budget is too small; the plan is
             the smallest one).
+        explore_trials: Trials a space-filling start needs; a plan with fewer is a short search.
         sec_per_image: Measured training seconds per image at ``image_size``, per backbone.
     """
 
@@ -68,6 +80,7 @@ class BudgetPlan:
     oof_s: float
     fits: bool
     sec_per_image: dict[str, float]
+    explore_trials: int = 0
 
     def lines(self) -> list[str]:
         """What was chosen and why, for the terminal."""
@@ -81,6 +94,12 @@ class BudgetPlan:
             f"total {_fmt(self.search_s + self.oof_s)}; measured training speed per slot: {speeds}"
         )
         out = [head, estimate]
+        if self.fits and self.trials < self.explore_trials:
+            out.append(
+                f"note: {self.trials} trials cannot explore this space (a space-filling start needs "
+                f"{self.explore_trials}); the image size and epochs were kept instead. Give more time "
+                "(budget=...) to search and ensemble more"
+            )
         if not self.fits:
             out.append(
                 "warning: the budget is too small for a search that explores this space; this is the "
@@ -123,24 +142,30 @@ def plan_budget(cfg: DictConfig, n_train: int, n_test: int, slots: int) -> Budge
     k = int(cfg.trainable.k)
     backbones = _backbones(cfg)
     threads = max(1, int(float(cfg.resources.cpu)))
-    min_trials = max(len(dimensions(cfg)) + 1, 2 * slots, 6)
+    explore = max(len(dimensions(cfg)) + 1, 2 * slots, 6)
+    short = max(2 * slots, 4)
+    # (refit models, trials): an exploring search and an ensemble first, then a short search.
+    shapes = ((3, explore), (2, explore), (2, short), (1, short))
     plan = None
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
     measured = {b: measure_speed(b, REFERENCE_SIZE, int(cfg.trainable.batch_size), threads) for b in backbones}
-    for size in IMAGE_SIZES:
+    # The config's image size is the largest the plan may choose (the space's, or the user's).
+    sizes = [z for z in IMAGE_SIZES if z <= int(cfg.trainable.image_size)] or [min(IMAGE_SIZES)]
+    for size in sizes:
         speed = {b: s * (size / REFERENCE_SIZE) ** 2 for b, s in measured.items()}
         per_image = sum(speed.values()) / len(speed)
-        for epochs in EPOCH_CHOICES:
-            plan = _plan(cfg, budget, slots, size, epochs, per_image, speed, n_train, n_test, k, min_trials)
-            if plan.fits:
-                return plan
+        for top_k, min_trials in shapes:
+            for epochs in EPOCH_CHOICES:
+                plan = _plan(cfg, budget, slots, size, epochs, per_image, speed, n_train, n_test, k, top_k, min_trials)
+                if plan.fits:
+                    return replace(plan, explore_trials=explore)
     assert plan is not None
-    return plan
+    return replace(plan, explore_trials=explore)
 
 
 def _plan(
     cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, per_image: float,
-    speed: dict[str, float], n_train: int, n_test: int, k: int, min_trials: int,
+    speed: dict[str, float], n_train: int, n_test: int, k: int, top_k: int, min_trials: int,
 ) -> BudgetPlan:  # fmt: skip
     fold_train, fold_val = n_train * (k - 1) / k, n_train / k
     tta = 2 if cfg.oof.get("tta_flip") else 1
@@ -148,11 +173,8 @@ def _plan(
     trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
     fold_s = epoch_s * epochs + n_test * per_image / 3 * tta + TRIAL_OVERHEAD_S
     usable = budget * (1 - RESERVE)
-    for top_k in (3, 2):
-        oof_s = top_k * k * fold_s / slots
-        trials = math.floor((usable - oof_s) * slots / trial_s) if usable > oof_s else 0
-        if trials >= min_trials:
-            break
+    oof_s = top_k * k * fold_s / slots
+    trials = math.floor((usable - oof_s) * slots / trial_s) if usable > oof_s else 0
     fits = trials >= min_trials
     trials = max(trials, min_trials) if fits else min_trials
     search_s = max(usable - oof_s, trial_s * math.ceil(trials / slots))
