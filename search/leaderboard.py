@@ -121,10 +121,10 @@ def _trial_row(
     for path in searched:
         row[path] = select(config, path)
     best = _best_row(hist, metric, mode)
-    row[metric] = _num(best.get(metric)) if best is not None else math.nan
+    row[metric] = to_float(best.get(metric)) if best is not None else math.nan
     for extra in ("val_acc", "val_f1"):  # the scores at the chosen epoch, whatever ranks them
         if extra != metric:
-            row[extra] = _num(best.get(extra)) if best is not None else math.nan
+            row[extra] = to_float(best.get(extra)) if best is not None else math.nan
     row["best_epoch"] = _int(best.get("epoch")) if best is not None else None
     epochs = _int(hist["epoch"].max()) if "epoch" in hist and len(hist) else 0
     row["epochs"] = epochs
@@ -242,7 +242,8 @@ def _cell(value: Any, is_metric: bool) -> str:
     return str(value)
 
 
-def _num(value: Any) -> float:
+def to_float(value: Any) -> float:
+    """``float(value)``, or NaN for what is not a number (a CSV's empty cell, None, text)."""
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.leaderboard import TRIAL_DIR_PREFIX
+from search.leaderboard import TRIAL_DIR_PREFIX, to_float
 from search.records import SearchRecord, load_record, search_dir
 
 __all__ = ["FoundTrial", "SearchResult", "from_leaderboard", "last_checkpoint", "load_search_result"]
@@ -98,13 +98,13 @@ def from_leaderboard(
         tid = str(row["trial_id"])
         if tid not in configs:
             continue
-        best = _float(row.get("best_epoch"))
+        best = to_float(row.get("best_epoch"))
         trials.append(
             FoundTrial(
                 trial_id=tid,
                 config=dict(configs[tid]),
                 status=str(row.get("status")),
-                score=_float(row.get(metric)),
+                score=to_float(row.get(metric)),
                 best_epoch=None if math.isnan(best) else int(best),
                 checkpoint=last_checkpoint(ray_path, tid) if ray_path else None,
             )
@@ -135,10 +135,3 @@ def last_checkpoint(ray_path: str, trial_id: str) -> str | None:
     trial_dir = Path(ray_path) / f"{TRIAL_DIR_PREFIX}{trial_id}"
     found = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: p.name)
     return str(found[-1]) if found else None
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
