@@ -67,6 +67,7 @@ class BudgetPlan:
         fits: Whether the smallest plan fits at all (False: the budget is too small; the plan is
             the smallest one).
         explore_trials: Trials a space-filling start needs; a plan with fewer is a short search.
+        oof_mode: ``refit`` (every fold trained anew) or ``promote`` (the search trial is fold 0).
         sec_per_image: Measured training seconds per image at ``image_size``, per backbone.
     """
 
@@ -81,13 +82,15 @@ class BudgetPlan:
     fits: bool
     sec_per_image: dict[str, float]
     explore_trials: int = 0
+    oof_mode: str = "refit"
 
     def lines(self) -> list[str]:
         """What was chosen and why, for the terminal."""
         speeds = ", ".join(f"{b} {1 / s:.0f} img/s" for b, s in self.sec_per_image.items())
         head = (
             f"budget {_fmt(self.budget_s)} on {self.slots} trial slot(s): {self.trials} trials x up to "
-            f"{self.epochs} epochs at {self.image_size} px, then the best {self.top_k} refit on every fold"
+            f"{self.epochs} epochs at {self.image_size} px, then the best {self.top_k} "
+            + ("promoted to every other fold" if self.oof_mode == "promote" else "refit on every fold")
         )
         estimate = (
             f"estimate: search {_fmt(self.search_s)} (its cap), OOF refit {_fmt(self.oof_s)}, "
@@ -173,12 +176,15 @@ def _plan(
     trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
     fold_s = epoch_s * epochs + n_test * per_image / 3 * tta + TRIAL_OVERHEAD_S
     usable = budget * (1 - RESERVE)
-    oof_s = top_k * k * fold_s / slots
+    # Promotion keeps each model's search trial as its fold 0: only K-1 folds are trained.
+    trained_folds = k - 1 if cfg.oof.get("mode") == "promote" else k
+    oof_s = top_k * trained_folds * fold_s / slots
     trials = math.floor((usable - oof_s) * slots / trial_s) if usable > oof_s else 0
     fits = trials >= min_trials
     trials = max(trials, min_trials) if fits else min_trials
     search_s = max(usable - oof_s, trial_s * math.ceil(trials / slots))
-    return BudgetPlan(budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed)
+    mode = str(cfg.oof.get("mode"))
+    return BudgetPlan(budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed, oof_mode=mode)
 
 
 def _asha_epochs(cfg: DictConfig, epochs: int) -> float:

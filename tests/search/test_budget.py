@@ -37,3 +37,14 @@ def test_more_time_buys_more_and_the_plan_fits() -> None:
     assert cfg.tune.num_samples == medium.trials and cfg.trainable.epochs == medium.epochs
     assert cfg.tune.time_budget_s == round(medium.search_s) and cfg.oof.top_k == medium.top_k
     assert any("refit on every fold" in line for line in medium.lines())
+
+
+def test_promotion_buys_more_search_than_a_refit_of_every_fold() -> None:
+    """Promoted models reuse their search trial as fold 0, so the plan charges K-1 folds each."""
+    base = ["trainable.backbone=test_efficientnet", "trainable.pretrained=false", "budget=30m"]
+    refit = plan_budget(load_config([*base, "oof.mode=refit"]), n_train=735, n_test=240, slots=2)
+    promote = plan_budget(load_config([*base, "oof.mode=promote"]), n_train=735, n_test=240, slots=2)
+    assert (refit.image_size, refit.epochs, refit.top_k) == (promote.image_size, promote.epochs, promote.top_k)
+    assert promote.oof_s == pytest.approx(refit.oof_s * 4 / 5)
+    assert promote.trials >= refit.trials
+    assert any("promoted to every other fold" in line for line in promote.lines())
