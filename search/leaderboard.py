@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from search.space import select
 TRIAL_DIR_PREFIX = "trial_"
 ERROR_SHOWN = 300  # characters of an error shown in the printed table
 STATUS_DONE, STATUS_STOPPED, STATUS_ERROR, STATUS_INTERRUPTED = "done", "stopped", "error", "interrupted"
+STATUS_CUT = "cut"  # ended before its schedule by the search's time cap (tune.time_budget_s), not judged
 
 
 def ray_statuses(experiment_path: str) -> dict[str, str]:
@@ -70,6 +71,7 @@ def build_leaderboard(
     max_epochs: int | None = None,
     histories: Mapping[str, pd.DataFrame] | None = None,
     statuses: Mapping[str, str] | None = None,
+    ended: Set[str] | None = None,
 ) -> pd.DataFrame:
     """One row per trial: id, the searched params, best score and the epoch it came at, status.
 
@@ -82,17 +84,20 @@ def build_leaderboard(
         histories: Output of :func:`trial_histories` when already computed.
         statuses: Ray's trial statuses (:func:`ray_statuses`); a trial neither terminated nor
             errored (the search was interrupted) is ``interrupted``.
+        ended: Trials that Tune completed normally (:mod:`search.trial_ends`); a short trial
+            missing from it was ``cut`` by the time cap rather than ``stopped`` by the scheduler.
+            None: no record, every short trial is ``stopped``.
 
     Returns:
         A frame ranked best first (index ``rank`` from 1), columns ``trial_id``, the searched
         params, ``<metric>``, ``val_acc`` and ``val_f1`` (at the best epoch), ``best_epoch``, ``epochs``,
-        ``status`` (done, stopped, error, interrupted), ``time_s``, ``error``.
+        ``status`` (done, stopped, cut, error, interrupted), ``time_s``, ``error``.
     """
     results = list(results)
     histories = dict(histories) if histories is not None else trial_histories(results)
     rows = [
         _trial_row(
-            result, histories, searched, metric, mode, max_epochs, (statuses or {}).get(_trial_id(result))
+            result, histories, searched, metric, mode, max_epochs, (statuses or {}).get(_trial_id(result)), ended
         )
         for result in results
     ]
@@ -112,6 +117,7 @@ def _trial_row(
     mode: str,
     max_epochs: int | None,
     ray_status: str | None,
+    ended: Set[str] | None,
 ) -> dict[str, Any]:
     """One trial's leaderboard row: its searched params, scores at its best epoch, status and time."""
     tid = _trial_id(result)
@@ -133,7 +139,7 @@ def _trial_row(
     elif ray_status not in (None, "TERMINATED"):
         row["status"] = STATUS_INTERRUPTED
     elif max_epochs is not None and epochs < max_epochs:
-        row["status"] = STATUS_STOPPED
+        row["status"] = STATUS_CUT if ended is not None and tid not in ended else STATUS_STOPPED
     else:
         row["status"] = STATUS_DONE
     row["time_s"] = (

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from search.leaderboard import STATUS_DONE, STATUS_STOPPED
+from search.leaderboard import STATUS_CUT, STATUS_DONE, STATUS_STOPPED
 from search.search_result import FoundTrial, SearchResult
 
 # Trials that trained (to the end, or until ASHA stopped them) have a trustworthy score and epoch.
-_USABLE = (STATUS_DONE, STATUS_STOPPED)
+_USABLE = (STATUS_DONE, STATUS_STOPPED, STATUS_CUT)
 
 
 @dataclass(frozen=True)

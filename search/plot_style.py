@@ -20,10 +20,16 @@ from matplotlib.lines import Line2D  # noqa: E402
 from common.io import atomic_path  # noqa: E402
 from search.space import Dimension  # noqa: E402
 
-STATUS_COLORS = {"done": "#1f77b4", "stopped": "#ff7f0e", "error": "#d62728", "interrupted": "#9467bd"}
+STATUS_COLORS = {
+    "done": "#1f77b4",
+    "stopped": "#ff7f0e",
+    "cut": "#8c564b",
+    "error": "#d62728",
+    "interrupted": "#9467bd",
+}
 OTHER_COLOR = "#7f7f7f"
 LABEL_CHARS = 24  # longest level name printed whole on a crowded axis; longer ones lose their middle
-_STATUS_LABELS = {"stopped": "stopped early"}
+_STATUS_LABELS = {"stopped": "stopped early", "cut": "cut by time cap"}
 
 
 def status_label(status: str, count: int) -> str:

@@ -21,8 +21,10 @@ from search.cluster import concurrent_trials, experiment_path, ray_session, stor
 from search.config import dimensions, max_epochs, save_config, trainable_config
 from search.failures import install_retry_rule
 from search.leaderboard import (
+    STATUS_CUT,
     STATUS_ERROR,
     STATUS_INTERRUPTED,
+    STATUS_STOPPED,
     TRIAL_DIR_PREFIX,
     build_leaderboard,
     ray_statuses,
@@ -35,6 +37,7 @@ from search.preflight import Preflight
 from search.progress import LiveReporter
 from search.records import CONFIG_FILE, SearchRecord, load_record, save_record, search_dir
 from search.space import build_param_space, flatten
+from search.trial_ends import TRIAL_ENDS_FILE, TrialEnds, read_trial_ends
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,10 @@ def run_search(
             )
         else:
             tuner = _new_tuner(
-                cfg, trainable, [*tune_callbacks, *callbacks], concurrent_trials(cfg, resources)
+                cfg,
+                trainable,
+                [*tune_callbacks, TrialEnds(out_dir / TRIAL_ENDS_FILE), *callbacks],
+                concurrent_trials(cfg, resources),
             )
         results = tuner.fit()
     shutil.rmtree(runs / "progress" / str(cfg.experiment), ignore_errors=True)  # the live table's
@@ -332,6 +338,7 @@ def _summarise(cfg: DictConfig, results: Any, out_dir: Path, record: SearchRecor
         max_epochs=max_epochs(cfg),
         histories=histories,
         statuses=ray_statuses(record.ray_path),
+        ended=read_trial_ends(out_dir / TRIAL_ENDS_FILE),
     )
     files = [save_leaderboard(board, out_dir / "leaderboard.csv")]
     title = f"{cfg.space} ({cfg.experiment})"
@@ -357,7 +364,8 @@ def _finish_parent(
     metrics: dict[str, float] = {
         "n_trials": float(len(board)),
         "n_errors": float((board["status"] == "error").sum()) if not board.empty else 0.0,
-        "n_stopped": float((board["status"] == "stopped").sum()) if not board.empty else 0.0,
+        "n_stopped": float((board["status"] == STATUS_STOPPED).sum()) if not board.empty else 0.0,
+        "n_cut": float((board["status"] == STATUS_CUT).sum()) if not board.empty else 0.0,
         "trial_epochs": float(outcome.trial_epochs),
     }
     if outcome.best is not None:

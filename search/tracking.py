@@ -239,10 +239,12 @@ class MlflowTrialCallback(Callback):
         self.mode = mode
         self.max_epochs = max_epochs
         self._runs: dict[str, str] = {}  # trial id -> child run id
+        self._closed: set[str] = set()  # trials whose run was closed by a complete or error hook
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_runs"] = {}  # found again by tag after a resume (see _child)
+        state["_closed"] = set()
         return state
 
     # ---- Tune callback hooks -------------------------------------------------------------------
@@ -281,7 +283,15 @@ class MlflowTrialCallback(Callback):
         self.tracker.call(lambda c: c.set_tag(self._child(c, tid, config), "retries", str(n)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Replay whatever is still queued."""
+        """Close the runs of trials the time cap cut (KILLED), then replay whatever is still queued.
+
+        When ``tune.time_budget_s`` runs out Ray stops the running trials without the complete
+        hook: their runs would stay RUNNING in the UI forever.
+        """
+        for trial in trials:
+            tid = trial.trial_id
+            if trial.status == "TERMINATED" and tid in self._runs and tid not in getattr(self, "_closed", ()):
+                self._finish(trial, "KILLED")
         if not self.tracker.flush():
             log.warning("MLflow at %s still unreachable; some trial logs were not written", self.tracker.uri)
 
@@ -320,6 +330,8 @@ class MlflowTrialCallback(Callback):
 
         tid, config = trial.trial_id, dict(trial.config)
         error = _first_line(trial) if status == "FAILED" else ""
+        if hasattr(self, "_closed"):  # absent in a callback pickled before it existed
+            self._closed.add(tid)
 
         def finish(client: Any) -> None:
             run_id = self._child(client, tid, config)
@@ -336,6 +348,8 @@ class MlflowTrialCallback(Callback):
                 ]
                 if status == "FINISHED" and epochs < self.max_epochs:
                     tags = [RunTag("status", "stopped_early")]
+            if status == "KILLED":
+                tags = [RunTag("status", "cut_by_time_cap")]
             if error:
                 tags.append(RunTag("error", error))
             client.log_batch(run_id, metrics=metrics, tags=tags)

@@ -165,6 +165,37 @@ def test_search_logs_to_a_real_mlflow_server(ray_local: None, tiny: list[str], m
     }
 
 
+def test_a_trial_cut_by_the_time_cap_says_so_and_its_run_is_closed(
+    ray_local: None, tiny: list[str], tmp_path: Path
+) -> None:
+    """``tune.time_budget_s`` (what ``budget=`` sets) ends a long trial: ``cut``, not ``stopped`` by ASHA.
+
+    Ray stops the trials a time cap ends without Tune's complete hook, so the leaderboard must not
+    call them stopped early and their MLflow runs must not stay RUNNING.
+    """
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [
+        *tiny,
+        "space=quick",
+        "experiment=e2e-cut",
+        "search.aug.cutmix=null",
+        "tune.num_samples=1",
+        "trainable.epochs=500",  # far more than the cap allows
+        "scheduler.name=fifo",
+        "tune.time_budget_s=20",
+        f"mlflow.tracking_uri={uri}",
+    ]
+    assert main(argv) == 0
+    board = pd.read_csv(search_dir(runs_dir(), "e2e-cut") / "leaderboard.csv", index_col="rank")
+    assert len(board) == 1 and board.iloc[0].status == "cut" and 1 <= board.iloc[0].epochs < 500
+    client = MlflowClient(uri)
+    parent = client.get_run(load_record(search_dir(runs_dir(), "e2e-cut")).parent_run_id)
+    assert parent.data.metrics["n_cut"] == 1 and parent.data.metrics["n_stopped"] == 0
+    (child,) = _children(client, parent.info.run_id)
+    assert child.info.status == "KILLED" and child.data.tags["status"] == "cut_by_time_cap"
+    assert child.data.metrics["epochs_run"] == board.iloc[0].epochs
+
+
 class _KillWorkerOnce(tune.Callback):
     """SIGKILLs the trial's worker process once Tune holds its first checkpoint: a crash mid-trial."""
 
