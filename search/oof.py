@@ -48,7 +48,7 @@ from search.oof_collect import (
 from search.oof_config import OVERRIDABLE, SHORTHANDS, load_oof_config
 from search.oof_data import data_facts
 from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
-from search.oof_promote import promote
+from search.oof_promote import NothingToPromote, promote
 from search.oof_report import print_summary, save_leaderboard
 from search.oof_select import RefitModel, select_models
 from search.preflight import preflight
@@ -228,9 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _select(cfg: DictConfig, found: SearchResult) -> tuple[list[RefitModel], dict[str, str]]:
     """The models to fit on every fold, and (promotion) the search checkpoint that is each one's fold 0."""
     checkpoints: dict[str, str] = {}
+    models: list[RefitModel] = []
     if cfg.oof.mode == "promote":
-        models, checkpoints = promote(cfg, found)
-    else:
+        try:
+            models, checkpoints = promote(cfg, found)
+        except NothingToPromote as err:
+            # A short budget can end every trial early; refitting them beats ending with nothing.
+            log.warning("%s: refitting the best %d on every fold instead", err, int(cfg.oof.top_k))
+    if not models:
         models = select_models(
             found,
             trainable=str(cfg.trainable.name),

@@ -18,7 +18,11 @@ from search.search_result import SearchResult
 
 log = logging.getLogger("search.oof")
 
-__all__ = ["promote"]
+__all__ = ["NothingToPromote", "promote"]
+
+
+class NothingToPromote(ValueError):
+    """No fold-0 trial ran its whole schedule and left a checkpoint here (the refit can still run)."""
 
 
 def promote(cfg: DictConfig, result: SearchResult) -> tuple[list[RefitModel], dict[str, str]]:
@@ -36,18 +40,21 @@ def promote(cfg: DictConfig, result: SearchResult) -> tuple[list[RefitModel], di
         The promoted models, and the search checkpoint that is each one's fold 0.
 
     Raises:
-        ValueError: No fold-0 trial finished its schedule and left a local checkpoint.
+        NothingToPromote: No fold-0 trial finished its schedule and left a local checkpoint.
     """
-    found = candidates(result, trainable=str(cfg.trainable.name), epochs="full", statuses=(STATUS_DONE,))
+    try:
+        found = candidates(result, trainable=str(cfg.trainable.name), epochs="full", statuses=(STATUS_DONE,))
+    except ValueError:  # no finished trial at all: said below, with what to do
+        found = []
     saved = {t.trial_id: t.checkpoint for t in result.trials}
     checkpoints = {m.model_id: c for m in found if int(m.config.get("fold", 0)) == 0
                    and (c := saved.get(m.trial_id))}  # fmt: skip
     found = [m for m in found if m.model_id in checkpoints]
     if not found:
-        raise ValueError(
+        raise NothingToPromote(
             "oof.mode=promote needs fold-0 trials that ran their whole schedule and left a checkpoint on "
-            "this machine's disk; this search has none (all stopped early, or Ray's storage is remote): "
-            "use oof.mode=refit"
+            "this machine's disk; this search has none (all stopped early or cut by the time cap, or Ray's "
+            "storage is remote)"
         )
     top_k, cap = int(cfg.oof.top_k), cfg.oof.max_per_backbone
     if cfg.oof.select == "gain" and len(found) > 1:
