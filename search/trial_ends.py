@@ -24,20 +24,20 @@ __all__ = ["TRIAL_ENDS_FILE", "TrialEnds", "read_trial_ends"]
 class TrialEnds(Callback):
     """A Tune callback that records, in ``path``, the ids of trials Tune completed normally.
 
-    Written at each completion (a few ids; atomic), so a crash or a resume keeps what it knew.
+    The file is the state (read, extended and rewritten atomically at each completion), so a
+    callback restored by a resume, pickled before the first trial ended, loses nothing.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.ended: set[str] = read_trial_ends(self.path) or set()
 
     def setup(self, **info: Any) -> None:
         if not self.path.exists():
             atomic_write_json(self.path, [])  # present from the start: "no trial ended yet"
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ended.add(str(trial.trial_id))
-        atomic_write_json(self.path, sorted(self.ended))
+        ended = (read_trial_ends(self.path) or set()) | {str(trial.trial_id)}
+        atomic_write_json(self.path, sorted(ended))
 
 
 def read_trial_ends(path: Path) -> set[str] | None:
