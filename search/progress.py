@@ -41,6 +41,9 @@ _NOISY = ("mlflow", "alembic", "optuna", "ray", "urllib3", "filelock")
 def setup_logging(verbose: int = 1) -> None:
     """Our own INFO lines, and the libraries' only from ``verbose=2`` (warnings always)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state_log = logging.getLogger("ray.tune.execution.experiment_state")
+    if not any(isinstance(f, _SupersededSyncRace) for f in state_log.filters):
+        state_log.addFilter(_SupersededSyncRace())
     # MLflow sets its own loggers' level when it is imported (later, in the tracker): tell it first.
     os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose >= 2 else "WARNING"
     for name in _NOISY:
@@ -50,6 +53,24 @@ def setup_logging(verbose: int = 1) -> None:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+class _SupersededSyncRace(logging.Filter):
+    """Drops Ray Tune's ERROR traceback for a sync that lost a race with the next save, which replaces it.
+
+    Tune copies its driver state to the storage path in the background; a forced save rewrites the
+    searcher state (temp file, then rename) before waiting for the previous copy, which then fails
+    on the vanished ``-tmp-`` file, is logged with a 30-line traceback, and is followed at once by a
+    new copy of the complete state. Any other failure to save the state still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            str(record.msg).startswith("Saving experiment state to storage")
+            and isinstance(error, FileNotFoundError)
+            and "-tmp-" in str(error)
+        )
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:

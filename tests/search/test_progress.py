@@ -1,0 +1,34 @@
+"""What the terminal shows around a search: Ray's noise is filtered, real failures are not."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from search.progress import setup_logging
+
+
+def _state_save_error(error: Exception) -> None:
+    try:
+        raise error
+    except type(error):
+        logging.getLogger("ray.tune.execution.experiment_state").error(
+            "Saving experiment state to storage at '/runs/ray/x' failed with exception: ", exc_info=True
+        )
+
+
+def test_a_superseded_state_sync_is_not_shown_but_a_real_save_failure_is(caplog: pytest.LogCaptureFixture) -> None:
+    setup_logging(verbose=1)
+    setup_logging(verbose=1)  # idempotent: one filter
+    assert len(logging.getLogger("ray.tune.execution.experiment_state").filters) == 1
+    race = FileNotFoundError(
+        "[Errno 2] Failed to open local file '/tmp/ray/session_x/artifacts/e/driver_artifacts/"
+        ".0b70-tmp-searcher-state-2026-11-29_17-34-20.pkl'. Detail: [errno 2] No such file or directory"
+    )
+    with caplog.at_level(logging.ERROR):
+        _state_save_error(race)
+        assert caplog.records == []
+        _state_save_error(PermissionError("[Errno 13] Permission denied: '/runs/ray/x'"))
+        _state_save_error(FileNotFoundError("[Errno 2] No such file or directory: '/runs/ray/x'"))
+    assert len(caplog.records) == 2
