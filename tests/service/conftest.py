@@ -306,9 +306,11 @@ def _init_and_start(bindir: Path, root: Path, user: str | None, marker: str) -> 
             f"initdb ({bindir}) failed as {user or 'this user'}:\n{initdb.stdout}{initdb.stderr}"
         )
     port = free_port()
+    # TCP only, as the compose service: "-k ''" disables the Unix socket, whose path in a deep
+    # temp folder would exceed 107 bytes and stop postgres from starting.
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(root),
+            [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", "",
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True, user=user, env=env,
         )  # fmt: skip
@@ -433,12 +435,15 @@ class RayCluster:
     """
 
     def __init__(self, root: Path, runs: Path, env: dict[str, str], marker: str) -> None:
-        self.root, self.runs, self.env, self.marker = root, runs, env, marker
+        self.root, self.runs, self.marker = root, runs, marker
         self.port = free_port()
         self.dashboard_port = free_port()
         # Ray records the cluster it starts in its temp dir; a short one of its own keeps that
         # record (and the unix socket paths, limited to 107 bytes) away from every other Ray here.
         self.temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+        # The nodes' processes get it as TMPDIR too, as in a container: the dashboard's
+        # multiprocessing forkserver keeps its socket in TMPDIR, too long under a deep checkout.
+        self.env = {**env, "TMPDIR": self.temp_dir}
         self.head: RayNode | None = None
         self.workers: list[RayNode] = []
 
