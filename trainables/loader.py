@@ -211,7 +211,6 @@ def short_socket_tempdir() -> None:
     if len(tempfile.gettempdir()) > _MAX_SOCKET_TEMP:
         os.environ["TMPDIR"] = "/tmp"  # inherited by the forkserver and the loader's workers
         tempfile.tempdir = None  # re-read from the environment on next use
-        tempfile.gettempdir()
 
 
 def make_loader(
