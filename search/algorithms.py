@@ -233,13 +233,30 @@ def make_scheduler(cfg: DictConfig) -> TrialScheduler:
     return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=grace, min_samples_required=3)
 
 
+def first_epoch_after_warmup(warmup_epochs: float) -> int:
+    """The first whole epoch that ends with the learning rate past its warmup ramp.
+
+    A warmup of 1 epoch ends exactly at the end of epoch 1, so every update of epoch 1 ran on a
+    ramping lr and the first honest score is epoch 2's; a warmup of 0.5 epoch leaves half of
+    epoch 1 at the peak lr, so epoch 1's score already is one.
+
+    Args:
+        warmup_epochs: The trainable's warmup in epochs (fractions allowed).
+
+    Returns:
+        ``floor(warmup_epochs) + 1``.
+    """
+    return int(math.floor(float(warmup_epochs))) + 1
+
+
 def grace_period(cfg: DictConfig) -> int:
     """Epochs a trial runs before a scheduler may stop it, at most the epochs it has.
 
-    ``auto`` is one epoch past the trainable's warmup (the top of ``warmup_epochs``'s range when
-    it is searched): a score taken while the learning rate still ramps up says little about
-    the trial, and stopping on it stopped three of four trials of a 4-trial search. A number
-    set by hand is kept, with a warning when it ends inside the warmup.
+    ``auto`` is the first epoch that ends past the trainable's warmup
+    (:func:`first_epoch_after_warmup`, on the top of ``warmup_epochs``'s range when it is
+    searched): a score taken while the learning rate still ramps up says little about the
+    trial, and stopping on it stopped three of four trials of a 4-trial search. A number set by
+    hand is kept, with a warning when it ends inside the warmup.
 
     Args:
         cfg: A loaded config.
@@ -249,19 +266,20 @@ def grace_period(cfg: DictConfig) -> int:
     """
     dims = dimensions(cfg)
     warmup = (
-        int(math.ceil(float(dims["warmup_epochs"].upper())))
+        float(dims["warmup_epochs"].upper())
         if "warmup_epochs" in dims
-        else int(trainable_config(cfg).get("warmup_epochs", 0) or 0)
+        else float(trainable_config(cfg).get("warmup_epochs", 0) or 0)
     )
+    earliest = first_epoch_after_warmup(warmup)
     value = cfg.scheduler.grace_period
     if value == "auto":
-        grace = warmup + 1
+        grace = earliest
     else:
         grace = int(value)
-        if grace <= warmup:
+        if grace < earliest:
             log.warning(
-                "scheduler.grace_period=%d ends inside the trainable's warmup (%d epochs): trials are "
-                "judged on a warmup score; use scheduler.grace_period=auto (%d)", grace, warmup, warmup + 1,
+                "scheduler.grace_period=%d ends inside the trainable's warmup (%g epochs): trials are "
+                "judged on a warmup score; use scheduler.grace_period=auto (%d)", grace, warmup, earliest,
             )  # fmt: skip
     max_t = max_epochs(cfg)
     if grace > max_t:

@@ -32,6 +32,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from common.io import atomic_write_json, runs_dir
+from search.algorithms import first_epoch_after_warmup
 from search.config import ConfigError, dimensions
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,9 @@ def _asha_epochs(cfg: DictConfig, epochs: int) -> float:
         return float(epochs)
     eta = float(cfg.scheduler.reduction_factor)
     grace = cfg.scheduler.grace_period
-    grace = int(cfg.trainable.get("warmup_epochs", 1)) + 1 if grace in (None, "auto") else int(grace)
+    if grace in (None, "auto"):
+        grace = first_epoch_after_warmup(float(cfg.trainable.get("warmup_epochs", 0) or 0))
+    grace = int(grace)
     rungs = [grace]
     while rungs[-1] * eta < epochs:
         rungs.append(math.ceil(rungs[-1] * eta))

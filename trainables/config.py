@@ -28,7 +28,7 @@ lr                  ``3e-4``                   peak learning rate
 weight_decay        ``0.05``                   decoupled for AdamW; norm and bias parameters are exempt
 momentum            ``0.9``                    SGD momentum
 schedule            ``"cosine"``               ``cosine`` (per step), ``step``, ``plateau`` (on val loss) or ``none``
-warmup_epochs       ``1``                      linear warmup from ``lr / 100``; applies to every schedule
+warmup_epochs       ``0.5``                    linear warmup from ``lr / 100``, per update, fractions allowed; every schedule
 step_size           ``3``                      epochs between decays (``step``) or patience (``plateau``)
 gamma               ``0.1``                    decay factor (``step``, ``plateau``)
 drop_rate           ``0.0``                    dropout before the classifier
@@ -117,7 +117,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.05,
     "momentum": 0.9,
     "schedule": "cosine",
-    "warmup_epochs": 1,
+    "warmup_epochs": 0.5,
     "step_size": 3,
     "gamma": 0.1,
     "label_smoothing": 0.1,

@@ -70,8 +70,8 @@ class LRSchedule:
         upe = max(1, int(updates_per_epoch))
         name = config["schedule"]
         lr = float(config["lr"])
-        self.warmup_epochs = int(config["warmup_epochs"])
-        self.warmup_updates = self.warmup_epochs * upe
+        self.warmup_epochs = float(config["warmup_epochs"])
+        self.warmup_updates = round(self.warmup_epochs * upe)
         total = int(config["epochs"]) * upe
         warmup = {"warmup_t": self.warmup_updates, "warmup_lr_init": lr * _WARMUP_START, "t_in_epochs": False}
         self.plateau: ReduceLROnPlateau | None = None

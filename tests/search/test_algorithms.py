@@ -9,7 +9,13 @@ import pytest
 from omegaconf import OmegaConf
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
 
-from search.algorithms import grace_period, make_scheduler, make_searcher, start_trials
+from search.algorithms import (
+    first_epoch_after_warmup,
+    grace_period,
+    make_scheduler,
+    make_searcher,
+    start_trials,
+)
 from search.config import DEFAULTS_FILE, ConfigError, dimensions, load_config, trainable_config
 from search.space import build_param_space
 
@@ -98,10 +104,12 @@ def test_the_start_is_reproducible_for_a_seed_and_differs_across_seeds() -> None
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ([], 2),  # the trainable's default warmup_epochs=1
+        ([], 1),  # the trainable's default warmup_epochs=0.5 leaves half of epoch 1 at the peak lr
         (["trainable.warmup_epochs=0"], 1),
+        (["trainable.warmup_epochs=1"], 2),  # epoch 1 ends as the ramp does: every update of it warmed up
+        (["trainable.warmup_epochs=1.5"], 2),
         (["trainable.warmup_epochs=3", "trainable.epochs=10"], 4),
-        (["search.warmup_epochs={choice: [0, 1, 2]}", "trainable.epochs=10"], 3),  # the top of its range
+        (["search.warmup_epochs={choice: [0.5, 1, 2]}", "trainable.epochs=10"], 3),  # the top of its range
         (["trainable.warmup_epochs=5", "trainable.epochs=4"], 4),  # clamped to the epochs
         (["scheduler.grace_period=3", "trainable.epochs=10"], 3),  # set by hand: kept
     ],
@@ -115,15 +123,18 @@ def test_the_default_grace_period_is_auto() -> None:
     assert OmegaConf.load(DEFAULTS_FILE).scheduler.grace_period == "auto"
     cfg = load_config(["space=multitask"])  # a space that leaves the scheduler's grace at its default
     assert cfg.scheduler.grace_period == "auto"
-    assert grace_period(cfg) == int(cfg.trainable.warmup_epochs) + 1
+    assert grace_period(cfg) == first_epoch_after_warmup(cfg.trainable.warmup_epochs)
 
 
-def test_asha_rungs_start_after_the_warmup_and_follow_the_epochs() -> None:
-    cfg = load_config(["space=quick", "scheduler.grace_period=auto", "trainable.epochs=10"])
+@pytest.mark.parametrize(("warmup", "expected"), [("0.5", [1, 3, 9]), ("1", [2, 6])])
+def test_asha_rungs_start_after_the_warmup_and_follow_the_epochs(warmup: str, expected: list[int]) -> None:
+    cfg = load_config(
+        ["space=quick", "scheduler.grace_period=auto", "trainable.epochs=10", f"trainable.warmup_epochs={warmup}"]
+    )
     scheduler = make_scheduler(cfg)
     assert isinstance(scheduler, AsyncHyperBandScheduler) and scheduler._max_t == 10
     rungs = sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs)
-    assert rungs == [2, 6]  # grace 2 (warmup 1 + 1), then x3 while below 10 epochs
+    assert rungs == expected  # the first epoch past the warmup, then x3 while below 10 epochs
 
 
 @pytest.mark.parametrize("name", ["asha", "median"])
@@ -131,7 +142,8 @@ def test_a_grace_period_that_reaches_the_last_epoch_runs_fifo_and_says_so(
     name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = load_config(
-        ["space=quick", f"scheduler.name={name}", "scheduler.grace_period=auto", "trainable.epochs=2"]
+        ["space=quick", f"scheduler.name={name}", "scheduler.grace_period=auto", "trainable.epochs=2",
+         "trainable.warmup_epochs=1"]
     )
     with caplog.at_level(logging.INFO, logger="search.algorithms"):
         scheduler = make_scheduler(cfg)
@@ -140,7 +152,9 @@ def test_a_grace_period_that_reaches_the_last_epoch_runs_fifo_and_says_so(
 
 
 def test_median_rule_waits_for_the_warmup() -> None:
-    cfg = load_config(["space=quick", "scheduler.name=median", "scheduler.grace_period=auto"])
+    cfg = load_config(
+        ["space=quick", "scheduler.name=median", "scheduler.grace_period=auto", "trainable.warmup_epochs=1"]
+    )
     scheduler = make_scheduler(cfg)
     assert isinstance(scheduler, MedianStoppingRule) and scheduler._grace_period == 2
 
@@ -148,7 +162,7 @@ def test_median_rule_waits_for_the_warmup() -> None:
 def test_a_hand_set_grace_period_inside_the_warmup_is_kept_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cfg = load_config(["space=quick", "scheduler.grace_period=1", "trainable.epochs=6"])
+    cfg = load_config(["space=quick", "scheduler.grace_period=1", "trainable.epochs=6", "trainable.warmup_epochs=1"])
     with caplog.at_level(logging.WARNING, logger="search.algorithms"):
         assert grace_period(cfg) == 1
     assert "ends inside the trainable's warmup" in caplog.text and "grace_period=auto" in caplog.text
