@@ -6,12 +6,13 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+
+from common.sockets import RAY_TEMP_MAX, short_socket_temp
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,6 @@ def experiment_path(cfg: DictConfig, runs: Path) -> str:
     return f"{storage_root(cfg, runs).rstrip('/')}/{cfg.experiment}"
 
 
-# Ray keeps Unix sockets in <temp>/ray/session_<date>_<pid>/sockets/, and a socket path may not
-# exceed 107 bytes: under a long TMPDIR a local Ray cannot start at all.
-_MAX_RAY_TEMP = 40
-
-
-def short_ray_tmpdir() -> None:
-    """Point Ray at ``/tmp`` when the system temp folder is too long for its socket paths.
-
-    Ray reads ``RAY_TMPDIR`` (set by hand, it is left alone); its workers inherit it.
-    """
-    if "RAY_TMPDIR" not in os.environ and len(tempfile.gettempdir()) > _MAX_RAY_TEMP:
-        os.environ["RAY_TMPDIR"] = "/tmp"
-
-
 @contextlib.contextmanager
 def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
     """Connect to Ray for the duration of a search; yields the cluster's resources.
@@ -75,7 +62,7 @@ def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
     """
     import ray
 
-    short_ray_tmpdir()
+    short_socket_temp("RAY_TMPDIR", RAY_TEMP_MAX)  # a local Ray under a deep TMPDIR
     os.environ["RUNS_DIR"] = str(runs)
     if ray.is_initialized():
         yield dict(ray.cluster_resources())

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from search.cluster import short_ray_tmpdir
+from common.sockets import RAY_TEMP_MAX, short_socket_temp
 
 # Under a long TMPDIR (a deep fresh clone) a local Ray cannot create its sockets; the product
 # points Ray at /tmp then, and so do the tests that start Ray themselves.
-short_ray_tmpdir()
+short_socket_temp("RAY_TMPDIR", RAY_TEMP_MAX)
 
 # ../shared/data beside the checkout: real, human-made images for tests (see its README).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -12,14 +12,13 @@ are therefore the same whatever the worker count and whether the run was resumed
 from __future__ import annotations
 
 import multiprocessing
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from common.sockets import PYMP_TEMP_MAX, short_socket_temp
 from trainables.augment import FLIP_COPY, ORIGINAL, RANDAUG_COPY, SampleTransform
 from trainables.runtime import Runtime, derived_seed
 
@@ -197,20 +196,6 @@ class EpochSampler(Sampler[int]):
 # pyarrow's jemalloc, the data layer's decode pools), and a fork can copy one of their locks held,
 # hanging the worker forever (seen here). A forkserver forks from a clean single-threaded process.
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-# multiprocessing keeps its sockets (the forkserver's listener, the fd sharer torch uses to pass
-# batches) at <temp>/pymp-XXXXXXXX/listener-XXXXXXXX, and a Unix socket path may not exceed 107
-# bytes: under a longer temp folder no worker can start ("AF_UNIX path too long").
-_MAX_SOCKET_TEMP = 70
-
-
-def short_socket_tempdir() -> None:
-    """Use ``/tmp`` as this process's (and its workers') temp folder when the current one is too long for sockets.
-
-    Only then: a temp folder that can hold a socket path is left as the user set it.
-    """
-    if len(tempfile.gettempdir()) > _MAX_SOCKET_TEMP:
-        os.environ["TMPDIR"] = "/tmp"  # inherited by the forkserver and the loader's workers
-        tempfile.tempdir = None  # re-read from the environment on next use
 
 
 def make_loader(
@@ -223,7 +208,7 @@ def make_loader(
     """A DataLoader with the runtime's workers (forkserver/spawn) and pinning; sequential if ``sampler`` is None."""
     workers = runtime.num_workers
     if workers > 0:
-        short_socket_tempdir()
+        short_socket_temp("TMPDIR", PYMP_TEMP_MAX)  # the forkserver's and torch's sockets
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -83,7 +83,7 @@ def page(flow: dict[str, Any]) -> Iterator[Any]:
     """A headless Chromium page, 1400x1000."""
     with playwright_api.sync_playwright() as p:
         # Chromium keeps a Unix socket in TMPDIR (SingletonSocket, at most 107 bytes of path): under a
-        # deep TMPDIR it cannot start, so it gets /tmp, as Ray does (search.cluster.short_ray_tmpdir).
+        # deep TMPDIR it cannot start, so it gets /tmp, as Ray does (common.sockets).
         env = {**os.environ, "TMPDIR": "/tmp"}
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"], env=env)
         try:

@@ -16,8 +16,8 @@ def test_ray_starts_under_a_long_tmpdir(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     code = (
         "import ray\n"
-        "from search.cluster import short_ray_tmpdir\n"
-        "short_ray_tmpdir()\n"
+        "from common.sockets import RAY_TEMP_MAX, short_socket_temp\n"
+        "short_socket_temp('RAY_TMPDIR', RAY_TEMP_MAX)\n"
         "ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
         "print(ray.get(ray.remote(lambda: 41 + 1).remote()))\n"
         "ray.shutdown()\n"
@@ -28,15 +28,27 @@ def test_ray_starts_under_a_long_tmpdir(tmp_path: Path) -> None:
     assert done.stdout.strip().endswith("42")
 
 
-@pytest.mark.parametrize(("tmp", "expected"), [("/tmp", None), ("/tmp/" + DEEP, "/tmp")])
-def test_only_a_long_tmpdir_is_replaced(tmp: str, expected: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("tmp", "ray_tmpdir", "expected"),
+    [
+        ("/tmp", None, None),  # short: left alone
+        ("/tmp/" + DEEP, None, "/tmp"),
+        ("/tmp/" + DEEP, "/var/tmp", "/var/tmp"),  # set by hand and short enough: kept
+        ("/tmp", "/tmp/" + DEEP, "/tmp"),  # set by hand but too long: Ray could not start
+    ],
+)
+def test_only_a_temp_folder_too_long_for_sockets_is_replaced(
+    tmp: str, ray_tmpdir: str | None, expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
     import tempfile
 
-    from search.cluster import short_ray_tmpdir
+    from common.sockets import RAY_TEMP_MAX, short_socket_temp
 
-    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    if ray_tmpdir is None:
+        monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    else:
+        monkeypatch.setenv("RAY_TMPDIR", ray_tmpdir)
     monkeypatch.setattr(tempfile, "tempdir", tmp)
-    short_ray_tmpdir()
-    import os
-
+    short_socket_temp("RAY_TMPDIR", RAY_TEMP_MAX)
     assert os.environ.get("RAY_TMPDIR") == expected
