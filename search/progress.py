@@ -29,6 +29,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from search.leaderboard import short_backbone
+from search.trial_ends import read_trial_ends
 
 _STATUS_STYLE = {"RUNNING": "cyan", "TERMINATED": "green", "ERROR": "red", "PENDING": "dim", "PAUSED": "yellow"}
 _REFRESH_S = 1.0
@@ -107,6 +108,8 @@ class LiveReporter(ProgressReporter):
         max_epochs: Epochs of a full trial.
         progress_dir: Folder of the trials' progress files (None: no bars).
         group: A config key whose value groups trials into one row (the OOF refit: ``job.model_id``).
+        trial_ends: The search's record of trials Tune completed (:mod:`search.trial_ends`): an early
+            end missing from it was the time cap's (*cut*), not the scheduler's (*stopped*).
         console: Where to draw (default stdout).
     """
 
@@ -120,11 +123,14 @@ class LiveReporter(ProgressReporter):
         max_epochs: int,
         progress_dir: Path | None = None,
         group: str | None = None,
+        trial_ends: Path | None = None,
         console: Console | None = None,
     ) -> None:
         self.title, self.paths, self.metric, self.mode = title, list(paths), metric, mode
         self.max_epochs, self.progress_dir, self.group = max_epochs, progress_dir, group
         self._console = console
+        self.trial_ends = trial_ends
+        self._ended: set[str] | None = None  # read once per report
         self.live: Live | None = None
         self._seen: dict[str, tuple[str, int]] = {}
         self._last = 0.0
@@ -149,6 +155,7 @@ class LiveReporter(ProgressReporter):
 
     def report(self, trials: list[Any], done: bool, *sys_info: Any) -> None:
         self._last = time.time()
+        self._ended = read_trial_ends(self.trial_ends) if self.trial_ends is not None else None
         if self.console.is_terminal:
             if self.live is None:
                 self.live = Live(console=self.console, auto_refresh=False, transient=False)
@@ -212,9 +219,12 @@ class LiveReporter(ProgressReporter):
         )
 
     def _status(self, trial: Any) -> str:
-        """Ray's status, except that a trial the scheduler ended before its last epoch was *stopped*."""
-        if trial.status == "TERMINATED" and not self.group and 0 < _epoch(trial) < self.max_epochs:
-            return "stopped"
+        """Ray's status, except for a trial ended before its last epoch: *stopped* by the scheduler, or *cut* by the time cap."""
+        if trial.status == "TERMINATED" and not self.group and _epoch(trial) < self.max_epochs:
+            if self._ended is not None and str(trial.trial_id) not in self._ended:
+                return "cut"  # possibly before its first epoch ended
+            if _epoch(trial) > 0:
+                return "stopped"
         return "done" if trial.status == "TERMINATED" else trial.status.lower()
 
     def _bar(self, trial: Any) -> ProgressBar | str:

@@ -263,6 +263,7 @@ def _reporter(cfg: DictConfig, dims: dict[str, Any]) -> Any:
         mode=str(cfg.tune.mode),
         max_epochs=max_epochs(cfg),
         progress_dir=runs_dir() / "progress" / str(cfg.experiment),
+        trial_ends=search_dir(runs_dir(), cfg.experiment) / TRIAL_ENDS_FILE,
     )
 
 

@@ -166,7 +166,7 @@ def test_search_logs_to_a_real_mlflow_server(ray_local: None, tiny: list[str], m
 
 
 def test_a_trial_cut_by_the_time_cap_says_so_and_its_run_is_closed(
-    ray_local: None, tiny: list[str], tmp_path: Path
+    ray_local: None, tiny: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``tune.time_budget_s`` (what ``budget=`` sets) ends a long trial: ``cut``, not ``stopped`` by ASHA.
 
@@ -187,13 +187,16 @@ def test_a_trial_cut_by_the_time_cap_says_so_and_its_run_is_closed(
     ]
     assert main(argv) == 0
     board = pd.read_csv(search_dir(runs_dir(), "e2e-cut") / "leaderboard.csv", index_col="rank")
-    assert len(board) == 1 and board.iloc[0].status == "cut" and 1 <= board.iloc[0].epochs < 500
+    # Usually a few epochs; none on a machine busy enough that the first one outlasts the cap.
+    assert len(board) == 1 and board.iloc[0].status == "cut" and 0 <= board.iloc[0].epochs < 500
+    progress = [line for line in capsys.readouterr().out.splitlines() if ", epoch " in line]
+    assert ": cut, epoch" in progress[-1] and not any(": stopped," in line for line in progress)
     client = MlflowClient(uri)
     parent = client.get_run(load_record(search_dir(runs_dir(), "e2e-cut")).parent_run_id)
     assert parent.data.metrics["n_cut"] == 1 and parent.data.metrics["n_stopped"] == 0
     (child,) = _children(client, parent.info.run_id)
     assert child.info.status == "KILLED" and child.data.tags["status"] == "cut_by_time_cap"
-    assert child.data.metrics["epochs_run"] == board.iloc[0].epochs
+    assert child.data.metrics.get("epochs_run", 0) == board.iloc[0].epochs
 
 
 class _KillWorkerOnce(tune.Callback):
