@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from search.leaderboard import STATUS_DONE
 from search.oof_data import data_facts
-from search.oof_select import RefitModel, candidates, cap_per_backbone, select_by_gain
+from search.oof_select import NoUsableTrial, RefitModel, candidates, cap_per_backbone, select_by_gain
 from search.search_result import SearchResult
 
 log = logging.getLogger("search.oof")
@@ -44,7 +44,7 @@ def promote(cfg: DictConfig, result: SearchResult) -> tuple[list[RefitModel], di
     """
     try:
         found = candidates(result, trainable=str(cfg.trainable.name), epochs="full", statuses=(STATUS_DONE,))
-    except ValueError:  # no finished trial at all: said below, with what to do
+    except NoUsableTrial:  # no finished trial at all: said below, with what to do
         found = []
     saved = {t.trial_id: t.checkpoint for t in result.trials}
     checkpoints = {m.model_id: c for m in found if int(m.config.get("fold", 0)) == 0

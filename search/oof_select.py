@@ -41,6 +41,10 @@ class RefitModel:
     backbone: str
 
 
+class NoUsableTrial(ValueError):
+    """The search left no trial of the statuses asked for with a score."""
+
+
 def select_models(
     result: SearchResult,
     *,
@@ -88,7 +92,7 @@ def candidates(
         epochs: ``"best"``, ``"full"`` (the config's own ``epochs``) or a number.
 
     Raises:
-        ValueError: No trial is usable; the message says what the leaderboard holds.
+        NoUsableTrial: No trial is usable; the message says what the leaderboard holds.
     """
     found: list[RefitModel] = []
     seen: set[str] = set()
@@ -114,7 +118,7 @@ def candidates(
         )
     if not found:
         counts = dict(result.status_counts)
-        raise ValueError(
+        raise NoUsableTrial(
             f"no trial of the search can be refit: it needs a trial with status {' or '.join(statuses)} "
             f"and a {result.metric} score; the leaderboard holds {sum(counts.values())} trials ({counts or 'none'})"
         )
