@@ -212,6 +212,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ValueError(f"config fold={fold} must be -1/None (train on all rows) or in [0, k={config['k']})")
     if not (isinstance(config["lr"], (int, float)) and config["lr"] > 0):
         raise ValueError(f"config lr={config['lr']!r} must be a positive number")
+    warmup = config["warmup_epochs"]
+    if not (isinstance(warmup, (int, float)) and warmup >= 0):
+        raise ValueError(f"config warmup_epochs={warmup!r} must be epochs >= 0 (fractions allowed, e.g. 0.5)")
     nw = config["num_workers"]
     if nw != "auto" and not (isinstance(nw, int) and nw >= 0):
         raise ValueError(f"config num_workers={nw!r} must be 'auto' or an integer >= 0")

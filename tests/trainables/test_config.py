@@ -71,6 +71,7 @@ def test_dotted_and_nested_aug_keys_merge() -> None:
         ({"num_workers": "many"}, "num_workers"),
         ({"amp": "fp8"}, "amp"),
         ({"skip_bad": "yes"}, "skip_bad"),
+        ({"warmup_epochs": -1}, "warmup_epochs=-1 must be epochs >= 0"),
     ],
 )
 def test_bad_values_name_the_key(override: dict, match: str) -> None:
