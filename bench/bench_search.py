@@ -11,8 +11,8 @@ trial-epochs each spent, wall time. Target: ASHA within 1 point of FIFO's best a
 40% of its epochs.
 
 Part 1 also replays ASHA on FIFO's learning curves for other grace periods and reduction
-factors (Ray's own ASHAScheduler, fed the recorded epochs in the order 2 slots would produce
-them): a trial's epochs do not depend on the scheduler (seeded and exactly resumable), so this
+factors (the search's own ASHA scheduler, fed the recorded epochs in the order 2 slots would
+produce them): a trial's epochs do not depend on the scheduler (seeded and exactly resumable), so this
 shows which rung placement and reduction factor would have kept FIFO's best for fewer epochs.
 
 Part 2: one trial of a fixed config run inline (``create_trainable("timm").fit`` with an
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=10, help="trials per scheduler (same configs for both)")
     p.add_argument(
-        "--epochs", type=int, default=9, help="epochs of a full trial (ASHA's max_t; rungs 1, 3, 9)"
+        "--epochs", type=int, default=9, help="epochs of a full trial (ASHA's max_t)"
     )
     p.add_argument(
         "--backbone", default="tf_efficientnet_lite0", help="pretrained offline: learns in a few epochs"
@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--smoke", action="store_true", help="tiny model, 3 trials x 2 epochs: checks the bench runs"
+    )
+    p.add_argument(
+        "--fifo-from",
+        metavar="EXPERIMENT",
+        help="take FIFO's side from this earlier bench-fifo-* experiment under RUNS_DIR instead of rerunning it "
+        "(same options and code: FIFO's trials do not depend on the scheduler; the configs are checked to match)",
     )
     p.add_argument(
         "--hard",
@@ -99,16 +105,19 @@ def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[Sear
         f"tune.num_samples={args.trials}",
         f"resources.cpu={args.cpu}",
         f"scheduler.grace_period={args.grace_period}",
-        "scheduler.reduction_factor=3",
         "mlflow.enabled=false",
         "verbose=0",
     ]
     out = {}
     for name in ("fifo", "asha"):
-        cfg = load_config([*common, f"scheduler.name={name}", f"experiment=bench-{name}-{stamp}"])
-        start = time.perf_counter()
-        outcome = run_search(cfg)
-        out[name] = (outcome, time.perf_counter() - start)
+        if name == "fifo" and args.fifo_from:
+            out[name] = earlier_search(args.fifo_from)
+            print(f"fifo: taken from {args.fifo_from}", flush=True)
+        else:
+            cfg = load_config([*common, f"scheduler.name={name}", f"experiment=bench-{name}-{stamp}"])
+            start = time.perf_counter()
+            out[name] = (run_search(cfg), time.perf_counter() - start)
+        outcome = out[name][0]
         print(
             f"{name}: best val_acc {outcome.best['val_acc']:.4f}, {outcome.trial_epochs} trial-epochs",
             flush=True,
@@ -116,6 +125,40 @@ def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[Sear
         if name == "fifo":
             print_replays(learning_curves(outcome.ray_path), args)
     return out
+
+
+def earlier_search(experiment: str) -> tuple[SearchOutcome, float]:
+    """A finished search of this bench read back from its files, and its wall time (first start to last report)."""
+    import pandas as pd
+
+    ray_path = runs_dir() / "ray" / experiment
+    board = pd.read_csv(runs_dir() / "search" / experiment / "leaderboard.csv", index_col="rank")
+    curves = learning_curves(str(ray_path))
+    rows = [
+        json.loads(line)
+        for path in ray_path.glob("trial_*/result.json")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+    wall = max(r["timestamp"] for r in rows) - min(r["timestamp"] - r["time_this_iter_s"] for r in rows)
+    outcome = SearchOutcome(
+        experiment, board, {}, runs_dir() / "search" / experiment, str(ray_path),
+        trial_epochs=sum(len(c) for c in curves.values()),
+    )  # fmt: skip
+    return outcome, float(wall)
+
+
+def same_configs(first: SearchOutcome, second: SearchOutcome) -> bool:
+    """Whether two searches ran the same configs in the same order (trial ids differ, configs must not)."""
+
+    def configs(outcome: SearchOutcome) -> list[str]:
+        found = []
+        for trial_dir in sorted(Path(outcome.ray_path).glob("trial_*")):
+            config = json.loads((trial_dir / "params.json").read_text())
+            found.append(json.dumps(config, sort_keys=True))
+        return found
+
+    return configs(first) == configs(second)
 
 
 def learning_curves(ray_path: str) -> dict[str, list[float]]:
@@ -129,14 +172,16 @@ def learning_curves(ray_path: str) -> dict[str, list[float]]:
 
 
 def replay_asha(curves: dict[str, list[float]], *, grace: int, eta: float, slots: int) -> tuple[float, int]:
-    """Ray's ASHAScheduler run over recorded curves on ``slots`` slots (one epoch = one time unit,
+    """The search's ASHA (:class:`search.provisional_asha.ProvisionalASHA`) run over recorded curves on ``slots`` slots (one epoch = one time unit,
     trials started in order); returns the best val_acc any trial reached and the epochs spent."""
     from types import SimpleNamespace
 
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+    from ray.tune.schedulers import TrialScheduler
+
+    from search.provisional_asha import ProvisionalASHA
 
     max_t = max(len(c) for c in curves.values())
-    scheduler = ASHAScheduler(
+    scheduler = ProvisionalASHA(
         time_attr=TIME_ATTR, metric="val_acc", mode="max", max_t=max_t, grace_period=grace, reduction_factor=eta
     )
     pending = [SimpleNamespace(trial_id=name) for name in curves]
@@ -243,6 +288,7 @@ def report(
         )
     console.print(table)
     (fifo, fifo_wall), (asha, asha_wall) = runs["fifo"], runs["asha"]
+    console.print(f"same configs in the same order under both: {same_configs(fifo, asha)}")
     gap = 100 * (fifo.best["val_acc"] - asha.best["val_acc"])
     ratio = asha.trial_epochs / max(1, fifo.trial_epochs)
     console.print(

@@ -15,7 +15,6 @@ from optuna.samplers import BaseSampler, QMCSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.schedulers import (
-    ASHAScheduler,
     FIFOScheduler,
     HyperBandScheduler,
     MedianStoppingRule,
@@ -24,6 +23,7 @@ from ray.tune.schedulers import (
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
 
 from search.config import dimensions, max_epochs, search_plan, trainable_config
+from search.provisional_asha import ProvisionalASHA
 from search.space import (
     Dimension,
     build_param_space,
@@ -229,7 +229,7 @@ def make_scheduler(cfg: DictConfig) -> TrialScheduler:
         return FIFOScheduler()
     log.info("scheduler %s: first judged after epoch %d of %d", name, grace, max_t)
     if name == "asha":
-        return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=factor)
+        return ProvisionalASHA(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=factor)
     return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=grace, min_samples_required=3)
 
 
