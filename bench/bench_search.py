@@ -39,7 +39,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from common.io import runs_dir  # noqa: E402
-from search.algorithms import TIME_ATTR  # noqa: E402
+from search.algorithms import TIME_ATTR, grace_period  # noqa: E402
 from search.config import load_config  # noqa: E402
 from search.runner import SearchOutcome, run_search  # noqa: E402
 
@@ -110,11 +110,11 @@ def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[Sear
     ]
     out = {}
     for name in ("fifo", "asha"):
+        cfg = load_config([*common, f"scheduler.name={name}", f"experiment=bench-{name}-{stamp}"])
         if name == "fifo" and args.fifo_from:
             out[name] = earlier_search(args.fifo_from)
             print(f"fifo: taken from {args.fifo_from}", flush=True)
         else:
-            cfg = load_config([*common, f"scheduler.name={name}", f"experiment=bench-{name}-{stamp}"])
             start = time.perf_counter()
             out[name] = (run_search(cfg), time.perf_counter() - start)
         outcome = out[name][0]
@@ -123,7 +123,9 @@ def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[Sear
             flush=True,
         )
         if name == "fifo":
-            print_replays(learning_curves(outcome.ray_path), args)
+            curves = learning_curves(outcome.ray_path)
+            print_replays(curves, args)
+            print_orders(curves, args, grace=grace_period(cfg))
     return out
 
 
@@ -171,19 +173,24 @@ def learning_curves(ray_path: str) -> dict[str, list[float]]:
     return curves
 
 
-def replay_asha(curves: dict[str, list[float]], *, grace: int, eta: float, slots: int) -> tuple[float, int]:
-    """The search's ASHA (:class:`search.provisional_asha.ProvisionalASHA`) run over recorded curves on ``slots`` slots (one epoch = one time unit,
-    trials started in order); returns the best val_acc any trial reached and the epochs spent."""
+def replay_asha(
+    curves: dict[str, list[float]], *, grace: int, eta: float, slots: int, provisional: bool = True
+) -> tuple[float, int]:
+    """ASHA run over recorded curves on ``slots`` slots (one epoch = one time unit, trials started
+    in the curves' order); returns the best val_acc any trial reached and the epochs spent.
+
+    ``provisional``: the search's scheduler (:class:`search.provisional_asha.ProvisionalASHA`),
+    else Ray's plain ``ASHAScheduler``.
+    """
     from types import SimpleNamespace
 
-    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     from search.provisional_asha import ProvisionalASHA
 
     max_t = max(len(c) for c in curves.values())
-    scheduler = ProvisionalASHA(
-        time_attr=TIME_ATTR, metric="val_acc", mode="max", max_t=max_t, grace_period=grace, reduction_factor=eta
-    )
+    kind = ProvisionalASHA if provisional else ASHAScheduler
+    scheduler = kind(time_attr=TIME_ATTR, metric="val_acc", mode="max", max_t=max_t, grace_period=grace, reduction_factor=eta)
     pending = [SimpleNamespace(trial_id=name) for name in curves]
     running: list[tuple[float, int, Any]] = []  # (time the next epoch ends, epoch, trial)
     clock, best, spent = 0.0, 0.0, 0
@@ -202,6 +209,36 @@ def replay_asha(curves: dict[str, list[float]], *, grace: int, eta: float, slots
         else:
             running.append((clock + 1, epoch + 1, trial))
     return best, spent
+
+
+def print_orders(curves: dict[str, list[float]], args: argparse.Namespace, grace: int, n: int = 200) -> None:
+    """ASHA over ``n`` shuffled arrival orders of the same curves: what one run's order hides.
+
+    Which trial reaches a rung first decides much of what ASHA spends (the first arrivals set the
+    bar), and a real run sees one order. Plain ASHA and the search's provisional ASHA, at the
+    default reduction factor and the one before it (3).
+    """
+    import random
+
+    fifo_best = max(max(c) for c in curves.values())
+    fifo_epochs = sum(len(c) for c in curves.values())
+    slots = max(1, int((os.cpu_count() or 2) / args.cpu))
+    rng = random.Random(0)
+    orders = [rng.sample(list(curves), len(curves)) for _ in range(n)]
+    table = Table(title=f"ASHA (grace {grace}) over {n} shuffled arrival orders of FIFO's curves")
+    for column in ("scheduler", "eta", "mean % of FIFO", "orders <= 40%", "orders > 1 point below FIFO"):
+        table.add_column(column, justify="right")
+    for provisional in (False, True):
+        for eta in (3, 4):
+            runs = [replay_asha({k: curves[k] for k in order}, grace=grace, eta=eta, slots=slots,
+                                provisional=provisional) for order in orders]  # fmt: skip
+            share = [spent / fifo_epochs for _, spent in runs]
+            table.add_row(
+                "provisional" if provisional else "Ray's ASHA", str(eta), f"{100 * sum(share) / n:.1f}%",
+                f"{100 * sum(s <= 0.40 for s in share) / n:.0f}%",
+                f"{100 * sum(fifo_best - best > 0.01 for best, _ in runs) / n:.0f}%",
+            )  # fmt: skip
+    Console(width=120).print(table)
 
 
 def print_replays(curves: dict[str, list[float]], args: argparse.Namespace) -> None:
