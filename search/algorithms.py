@@ -249,6 +249,19 @@ def first_epoch_after_warmup(warmup_epochs: float) -> int:
     return int(math.floor(float(warmup_epochs))) + 1
 
 
+def _top_warmup(cfg: DictConfig) -> float:
+    """The longest warmup a trial may have: the top of ``warmup_epochs``'s range, else the trainable's."""
+    dims = dimensions(cfg)
+    if "warmup_epochs" in dims:
+        return float(dims["warmup_epochs"].upper())
+    return float(trainable_config(cfg).get("warmup_epochs", 0) or 0)
+
+
+def auto_grace_period(cfg: DictConfig) -> int:
+    """What ``scheduler.grace_period=auto`` means for ``cfg``: the first epoch past the longest warmup."""
+    return first_epoch_after_warmup(_top_warmup(cfg))
+
+
 def grace_period(cfg: DictConfig) -> int:
     """Epochs a trial runs before a scheduler may stop it, at most the epochs it has.
 
@@ -264,12 +277,7 @@ def grace_period(cfg: DictConfig) -> int:
     Returns:
         The grace period in epochs, clamped to ``max_epochs(cfg)``.
     """
-    dims = dimensions(cfg)
-    warmup = (
-        float(dims["warmup_epochs"].upper())
-        if "warmup_epochs" in dims
-        else float(trainable_config(cfg).get("warmup_epochs", 0) or 0)
-    )
+    warmup = _top_warmup(cfg)
     earliest = first_epoch_after_warmup(warmup)
     value = cfg.scheduler.grace_period
     if value == "auto":

@@ -32,7 +32,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from common.io import atomic_write_json, runs_dir
-from search.algorithms import first_epoch_after_warmup
+from search.algorithms import auto_grace_period
 from search.config import ConfigError, dimensions
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def _asha_epochs(cfg: DictConfig, epochs: int) -> float:
     eta = float(cfg.scheduler.reduction_factor)
     grace = cfg.scheduler.grace_period
     if grace in (None, "auto"):
-        grace = first_epoch_after_warmup(float(cfg.trainable.get("warmup_epochs", 0) or 0))
+        grace = auto_grace_period(cfg)  # the scheduler's own rule, on the trainable's defaults too
     grace = int(grace)
     rungs = [grace]
     while rungs[-1] * eta < epochs:
