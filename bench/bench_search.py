@@ -74,6 +74,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(same options and code: FIFO's trials do not depend on the scheduler; the configs are checked to match)",
     )
     p.add_argument(
+        "--val-rows", type=int, default=None,
+        help="validation rows behind each score, for FIFO runs from before trials reported n_val (sketchy125 fold 0: 347)",
+    )
+    p.add_argument(
         "--hard",
         action="store_true",
         help="part 1 on ../shared/data/sketchy125 (its group-aware fold 0), Lite0 @ 128 px, 12 x 6 epochs",
@@ -125,7 +129,7 @@ def scheduler_runs(args: argparse.Namespace, stamp: str) -> dict[str, tuple[Sear
         if name == "fifo":
             curves = learning_curves(outcome.ray_path)
             print_replays(curves, args)
-            print_orders(curves, args, grace=grace_period(cfg))
+            print_orders(curves, args, grace=grace_period(cfg), n_val=validation_rows(outcome.ray_path, args))
     return out
 
 
@@ -173,14 +177,26 @@ def learning_curves(ray_path: str) -> dict[str, list[float]]:
     return curves
 
 
+def validation_rows(ray_path: str, args: argparse.Namespace) -> int | None:
+    """The validation rows behind each score (``n_val`` in the results; ``--val-rows`` for runs
+    from before trials reported it)."""
+    for result in sorted(Path(ray_path).glob("trial_*/result.json")):
+        for line in result.read_text().splitlines():
+            if line.strip() and "n_val" in (row := json.loads(line)):
+                return int(row["n_val"])
+    return args.val_rows
+
+
 def replay_asha(
-    curves: dict[str, list[float]], *, grace: int, eta: float, slots: int, provisional: bool = True
-) -> tuple[float, int]:
+    curves: dict[str, list[float]], *, grace: int, eta: float, slots: int, provisional: bool = True,
+    noise_margin: float = 0.0, n_val: int | None = None,
+) -> tuple[float, int]:  # fmt: skip
     """ASHA run over recorded curves on ``slots`` slots (one epoch = one time unit, trials started
     in the curves' order); returns the best val_acc any trial reached and the epochs spent.
 
-    ``provisional``: the search's scheduler (:class:`search.provisional_asha.ProvisionalASHA`),
-    else Ray's plain ``ASHAScheduler``.
+    ``provisional``: the search's scheduler (:class:`search.provisional_asha.ProvisionalASHA`,
+    with ``noise_margin`` standard errors of an accuracy on ``n_val`` rows), else Ray's plain
+    ``ASHAScheduler``.
     """
     from types import SimpleNamespace
 
@@ -189,8 +205,9 @@ def replay_asha(
     from search.provisional_asha import ProvisionalASHA
 
     max_t = max(len(c) for c in curves.values())
-    kind = ProvisionalASHA if provisional else ASHAScheduler
-    scheduler = kind(time_attr=TIME_ATTR, metric="val_acc", mode="max", max_t=max_t, grace_period=grace, reduction_factor=eta)
+    options = {"time_attr": TIME_ATTR, "metric": "val_acc", "mode": "max", "max_t": max_t,
+               "grace_period": grace, "reduction_factor": eta}  # fmt: skip
+    scheduler = ProvisionalASHA(noise_margin=noise_margin, **options) if provisional else ASHAScheduler(**options)
     pending = [SimpleNamespace(trial_id=name) for name in curves]
     running: list[tuple[float, int, Any]] = []  # (time the next epoch ends, epoch, trial)
     clock, best, spent = 0.0, 0.0, 0
@@ -203,7 +220,7 @@ def replay_asha(
         clock, epoch, trial = running.pop(0)
         score = curves[trial.trial_id][epoch - 1]
         best, spent = max(best, score), spent + 1
-        result = {TIME_ATTR: epoch, "val_acc": score}
+        result = {TIME_ATTR: epoch, "val_acc": score, **({"n_val": n_val} if n_val else {})}
         if epoch >= len(curves[trial.trial_id]) or scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
             scheduler.on_trial_complete(None, trial, result)
         else:
@@ -211,12 +228,15 @@ def replay_asha(
     return best, spent
 
 
-def print_orders(curves: dict[str, list[float]], args: argparse.Namespace, grace: int, n: int = 200) -> None:
+def print_orders(
+    curves: dict[str, list[float]], args: argparse.Namespace, grace: int, n: int = 200, n_val: int | None = None
+) -> None:
     """ASHA over ``n`` shuffled arrival orders of the same curves: what one run's order hides.
 
     Which trial reaches a rung first decides much of what ASHA spends (the first arrivals set the
     bar), and a real run sees one order. Plain ASHA and the search's provisional ASHA, at the
-    default reduction factor and the one before it (3).
+    default reduction factor and the one before it (3), without a noise margin and (with
+    ``n_val`` known) with the default one.
     """
     import random
 
@@ -228,16 +248,19 @@ def print_orders(curves: dict[str, list[float]], args: argparse.Namespace, grace
     table = Table(title=f"ASHA (grace {grace}) over {n} shuffled arrival orders of FIFO's curves")
     for column in ("scheduler", "eta", "mean % of FIFO", "orders <= 40%", "orders > 1 point below FIFO"):
         table.add_column(column, justify="right")
-    for provisional in (False, True):
-        for eta in (3, 4):
-            runs = [replay_asha({k: curves[k] for k in order}, grace=grace, eta=eta, slots=slots,
-                                provisional=provisional) for order in orders]  # fmt: skip
-            share = [spent / fifo_epochs for _, spent in runs]
-            table.add_row(
-                "provisional" if provisional else "Ray's ASHA", str(eta), f"{100 * sum(share) / n:.1f}%",
-                f"{100 * sum(s <= 0.40 for s in share) / n:.0f}%",
-                f"{100 * sum(fifo_best - best > 0.01 for best, _ in runs) / n:.0f}%",
-            )  # fmt: skip
+    margin = float(load_config([]).scheduler.noise_margin)
+    variants = [(False, 3, 0.0), (False, 4, 0.0), (True, 3, 0.0), (True, 4, 0.0)]
+    variants += [(True, 3, margin), (True, 4, margin)] if n_val and margin else []
+    for provisional, eta, z in variants:
+        runs = [replay_asha({k: curves[k] for k in order}, grace=grace, eta=eta, slots=slots,
+                            provisional=provisional, noise_margin=z, n_val=n_val) for order in orders]  # fmt: skip
+        share = [spent / fifo_epochs for _, spent in runs]
+        name = ("provisional" if provisional else "Ray's ASHA") + (f", margin {z:g} SE (n_val {n_val})" if z else "")
+        table.add_row(
+            name, str(eta), f"{100 * sum(share) / n:.1f}%",
+            f"{100 * sum(s <= 0.40 for s in share) / n:.0f}%",
+            f"{100 * sum(fifo_best - best > 0.01 for best, _ in runs) / n:.0f}%",
+        )  # fmt: skip
     Console(width=120).print(table)
 
 

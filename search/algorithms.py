@@ -229,7 +229,10 @@ def make_scheduler(cfg: DictConfig) -> TrialScheduler:
         return FIFOScheduler()
     log.info("scheduler %s: first judged after epoch %d of %d", name, grace, max_t)
     if name == "asha":
-        return ProvisionalASHA(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=factor)
+        return ProvisionalASHA(
+            time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=factor,
+            noise_margin=float(cfg.scheduler.noise_margin),
+        )  # fmt: skip
     return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=grace, min_samples_required=3)
 
 

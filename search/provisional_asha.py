@@ -13,10 +13,20 @@ meet if it arrived now; once it is below, the trial stops at its next report (Tu
 ``reduction_factor`` other scores the promotion stands, as in ASHA. Synchronous successive
 halving would have decided the same with the whole rung in hand, but made every slot wait for
 the rung's slowest trial.
+
+A score is also a measurement on a finite validation set. With ``noise_margin`` z, an accuracy
+(a metric named ``*acc``, maximised, whose results carry ``n_val``, the rows it rests on) stops a
+trial only when it is more than z standard errors, ``sqrt(c (1 - c) / n_val)`` at the cutoff c,
+below the cutoff. On sketchy125's 347 validation rows one error is 2.4 points at 0.25: in the
+``compete`` space the reference recipe scored 0.247 at epoch 1 against another config's 0.267,
+was stopped, and had reached 0.411 at epoch 2 against that config's 0.308. Replayed over 200
+arrival orders of 12 curves (``bench_search.py``), z = 1 spends about 4 points more of FIFO's
+epochs than z = 0.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
@@ -27,11 +37,16 @@ __all__ = ["ProvisionalASHA"]
 class ProvisionalASHA(AsyncHyperBandScheduler):
     """``ASHAScheduler`` whose promotions on fewer than ``reduction_factor`` scores are provisional.
 
-    Takes the same arguments as Ray's ``ASHAScheduler``.
+    Takes the same arguments as Ray's ``ASHAScheduler``, and ``noise_margin`` (standard errors of an
+    accuracy a trial may fall below a rung's cutoff and go on; 0: Ray's rule).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, noise_margin: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.noise_margin = float(noise_margin)
+        self._n_val: int | None = None  # validation rows behind each score, from the results
+        for bracket in self._brackets:
+            bracket.cutoff = self._margin(bracket.cutoff)
         # trial id -> milestones it passed with fewer than reduction_factor other scores there
         self._provisional: dict[str, set[float]] = {}
         self._overturned: set[str] = set()  # to stop at their next report
@@ -42,6 +57,8 @@ class ProvisionalASHA(AsyncHyperBandScheduler):
             self._forget(tid)
             self._num_stopped += 1
             return TrialScheduler.STOP
+        if result.get("n_val"):
+            self._n_val = min(int(result["n_val"]), self._n_val or int(result["n_val"]))
         bracket = self._trial_info.get(tid)
         before = {milestone: len(recorded) for milestone, recorded in bracket._rungs} if bracket else {}
         action = super().on_trial_result(tune_controller, trial, result)
@@ -76,6 +93,22 @@ class ProvisionalASHA(AsyncHyperBandScheduler):
                 self._overturned.add(tid)
             elif len(others) >= self._reduction_factor:
                 milestones.discard(milestone)  # as much evidence as ASHA ever asks for: it stands
+
+    def _margin(self, cutoff: Any) -> Any:
+        """A bracket's cutoff, lowered by ``noise_margin`` standard errors of an accuracy there."""
+
+        def lowered(recorded: dict[str, float]) -> float | None:
+            value = cutoff(recorded)
+            if value is None or not self._weighs_noise() or not 0.0 <= value <= 1.0:
+                return value
+            return float(value - self.noise_margin * math.sqrt(value * (1.0 - value) / self._n_val))
+
+        return lowered
+
+    def _weighs_noise(self) -> bool:
+        """Whether scores are accuracies on a known number of rows, and a margin is asked for."""
+        metric = str(self._metric or "")
+        return bool(self.noise_margin and self._n_val and self._mode == "max" and metric.endswith("acc"))
 
     def _forget(self, tid: str) -> None:
         self._provisional.pop(tid, None)

@@ -43,6 +43,7 @@ class SchedulerSchema:
     name: str = MISSING
     grace_period: Any = MISSING  # auto or an int >= 1 (an either-or: search.validate's check names both)
     reduction_factor: Number = MISSING
+    noise_margin: Number = MISSING
 
 
 @dataclass

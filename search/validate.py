@@ -65,6 +65,7 @@ def validate(cfg: DictConfig) -> None:
                 "trainable's warmup) or an integer >= 1",
             ),
             (sched.reduction_factor > 1, "scheduler.reduction_factor must be > 1"),
+            (sched.noise_margin >= 0, "scheduler.noise_margin must be >= 0 (0: stop on any score below the cutoff)"),
             (res.cpu > 0, "resources.cpu must be > 0 (fractions are fine)"),
             (res.gpu >= 0, "resources.gpu must be >= 0 (fractions are fine)"),
             (

@@ -160,7 +160,8 @@ def train(trial: Trial, session: Session, name: str, defaults: Mapping[str, Any]
         nan = float("nan")
         history.append({"epoch": 0, **zero, "train_loss": nan, "lr": nan, "img_per_s": nan})
         _report(session, trial, name, defaults, history, opt.state(-1, 0, None))
-    has_val = len(trial.data.rows.val_rows) > 0
+    n_val = len(trial.data.rows.val_rows)
+    has_val = n_val > 0
     for epoch in range(start_epoch, int(cfg["epochs"])):
         trial.model.train()
         fit = run_epoch(
@@ -177,7 +178,8 @@ def train(trial: Trial, session: Session, name: str, defaults: Mapping[str, Any]
         trial.after_epoch()
         val = trial.evaluate()
         opt.scheduler.step_epoch(epoch, val["val_loss"] if has_val else fit["train_loss"])
-        history.append({"epoch": epoch + 1, **val, **fit})
+        # n_val: how many rows the score rests on (the search's scheduler weighs differences by it)
+        history.append({"epoch": epoch + 1, **val, **fit, **({"n_val": n_val} if has_val else {})})
         _report(
             session, trial, name, defaults, history, opt.state(epoch, num_updates, trial.sampler_state(epoch))
         )

@@ -76,3 +76,25 @@ def test_in_a_real_tune_run_the_first_arrival_stops_at_its_next_report(ray_local
     )
     iterations = {r.config["name"]: r.metrics["training_iteration"] for r in tuner.fit()}
     assert iterations == {"a": 2, "b": 4, "c": 1}
+
+
+def test_an_accuracy_within_its_noise_of_the_cutoff_goes_on() -> None:
+    """The compete run's case: 0.247 against 0.267 on 347 validation rows is one standard error
+    (2.4 points) apart, not a verdict; 0.15 against 0.267 is. Without n_val, or for a metric that
+    is not an accuracy, the rule is Ray's."""
+
+    def first_rung(margin: float, score: float, metric: str = "val_acc", n_val: int | None = 347) -> str:
+        scheduler = ProvisionalASHA(time_attr="training_iteration", metric=metric, mode="max", max_t=6,
+                                    grace_period=1, reduction_factor=4, noise_margin=margin)  # fmt: skip
+        a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+        for trial in (a, b):
+            scheduler.on_trial_add(None, trial)
+        rows = {"n_val": n_val} if n_val else {}
+        scheduler.on_trial_result(None, a, {"training_iteration": 1, metric: 0.267, **rows})
+        return scheduler.on_trial_result(None, b, {"training_iteration": 1, metric: score, **rows})
+
+    assert first_rung(0.0, 0.247) == STOP  # Ray's rule: below the cutoff by any amount
+    assert first_rung(1.0, 0.247) == CONTINUE
+    assert first_rung(1.0, 0.15) == STOP
+    assert first_rung(1.0, 0.247, n_val=None) == STOP
+    assert first_rung(1.0, 0.247, metric="score") == STOP
