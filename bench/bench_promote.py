@@ -7,8 +7,9 @@ One search on fold 0 (group-aware folds), then its OOF stage two ways over the s
 
 - refit (today's flow): the top-k configs by search score trained anew on all K folds for the
   epochs the search found best;
-- promote: finished trials keep their model as fold 0; the ones that add most to the fold-0
-  ensemble (oof.select=gain) train on folds 1..K-1 with the search's full schedule.
+- promote: the fold-0 trials that add most to the fold-0 ensemble (oof.select=gain) keep their
+  model as fold 0 (a trial ASHA stopped first finishes its schedule there) and train on folds
+  1..K-1 with the search's full schedule.
 
 Each flow's models are then ensembled (ensemble.optimize, method auto, nested CV). Reported per
 flow: trial-epochs (search + folds), wall time of the OOF stage, models in the final ensemble,
@@ -85,8 +86,11 @@ def flow(name: str, mode: str, top_k: int) -> dict[str, Any]:
     epochs = 0
     for model in result.results:
         for fold in range(len(model.fold_scores or [])):
-            fit = read_fold_result(fold_result_path(model.directory, fold))["fit"]
-            epochs += int(fit.get("epoch", 0) or 0) if "n_train" in fit else 0
+            saved = read_fold_result(fold_result_path(model.directory, fold))
+            fit = saved["fit"]
+            # A stopped trial promoted continues its fold 0: its search epochs are counted there.
+            trained = int(fit.get("epoch", 0) or 0) - int(saved.get("search_epochs", 0) or 0)
+            epochs += trained if "n_train" in fit else 0
     out = runs_dir() / "ensembles" / f"{name}-{mode}" / "auto"
     ensemble_main(["--experiment", f"{name}-{mode}", "--out", str(out), "--no-mlflow", "--quiet"])
     weights = json.loads((out / "weights.json").read_text())

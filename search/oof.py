@@ -48,7 +48,7 @@ from search.oof_collect import (
 from search.oof_config import OVERRIDABLE, SHORTHANDS, load_oof_config
 from search.oof_data import data_facts
 from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
-from search.oof_promote import NothingToPromote, promote
+from search.oof_promote import NothingToPromote, Promotion, promote
 from search.oof_report import print_summary, save_leaderboard
 from search.oof_select import RefitModel, select_models
 from search.preflight import preflight
@@ -119,13 +119,13 @@ def run_oof(
     experiment = str(cfg.experiment)
     found = load_search_result(runs, experiment, str(cfg.tune.metric))
     record = found.record
-    models, checkpoints = _select(cfg, found)
+    models, promotion = _select(cfg, found)
     if config_overrides:
         models = [replace(m, config={**m.config, **config_overrides}) for m in models]
     facts = data_facts(models)
     name = out_name or experiment
     out_dir = oof_dir(runs, name)
-    jobs = _jobs(cfg, models, facts, out_dir, ship=_ships(cfg, runs), checkpoints=checkpoints)
+    jobs = _jobs(cfg, models, facts, out_dir, ship=_ships(cfg, runs), promotion=promotion)
     log.info(
         "refitting %d models x %d folds (%d fold fits to run, %d already done) into %s",
         len(models), facts.k, len(jobs), len(models) * facts.k - len(jobs), out_dir,
@@ -225,26 +225,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _select(cfg: DictConfig, found: SearchResult) -> tuple[list[RefitModel], dict[str, str]]:
-    """The models to fit on every fold, and (promotion) the search checkpoint that is each one's fold 0."""
-    checkpoints: dict[str, str] = {}
-    models: list[RefitModel] = []
+def _select(cfg: DictConfig, found: SearchResult) -> tuple[list[RefitModel], Promotion]:
+    """The models to fit on every fold, and (promotion) where each one's fold 0 comes from."""
+    promotion = Promotion()
     if cfg.oof.mode == "promote":
         try:
-            models, checkpoints = promote(cfg, found)
+            promotion = promote(cfg, found)
         except NothingToPromote as err:
             # A short budget can end every trial early; refitting them beats ending with nothing.
             log.warning("%s: refitting the best %d on every fold instead", err, int(cfg.oof.top_k))
-    if not models:
-        models = select_models(
-            found,
-            trainable=str(cfg.trainable.name),
-            top_k=int(cfg.oof.top_k),
-            max_per_backbone=cfg.oof.max_per_backbone,
-            epochs=cfg.oof.epochs,
-        )
+    models = promotion.models or select_models(
+        found,
+        trainable=str(cfg.trainable.name),
+        top_k=int(cfg.oof.top_k),
+        max_per_backbone=cfg.oof.max_per_backbone,
+        epochs=cfg.oof.epochs,
+    )
     overrides = {k: cfg.trainable[k] for k in RUNTIME_TRAINABLE_KEYS if k in cfg.trainable}
-    return [replace(m, config={**m.config, **overrides}) for m in models], checkpoints
+    return [replace(m, config={**m.config, **overrides}) for m in models], promotion
 
 
 def _ships(cfg: DictConfig, runs: Path) -> bool:
@@ -259,9 +257,10 @@ def _jobs(
     facts: DataFacts,
     out_dir: Path,
     ship: bool,
-    checkpoints: Mapping[str, str],
+    promotion: Promotion,
 ) -> list[dict[str, Any]]:
-    """One job per (model, missing fold); a promoted model's fold 0 predicts from its search checkpoint."""
+    """One job per (model, missing fold); a promoted model's fold 0 predicts from its search
+    checkpoint, or (a trial stopped early) continues training from it."""
     jobs = []
     for model in models:
         model_dir = out_dir / model.model_id
@@ -281,7 +280,8 @@ def _jobs(
                     tta_flip=bool(cfg.oof.tta_flip),
                     keep_checkpoint=bool(cfg.oof.keep_checkpoints),
                     ship=ship,
-                    checkpoint=checkpoints.get(model.model_id) if fold == 0 else None,
+                    checkpoint=promotion.predict_from.get(model.model_id) if fold == 0 else None,
+                    resume=promotion.resume_from.get(model.model_id) if fold == 0 else None,
                 )
             )
     return jobs

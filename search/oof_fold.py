@@ -57,12 +57,15 @@ def make_job(
     keep_checkpoint: bool = False,
     ship: bool = False,
     checkpoint: str | None = None,
+    resume: str | None = None,
 ) -> dict[str, Any]:
     """The config of one fold trial (JSON-safe: it is Ray's trial config and ``params.json``).
 
     ``ship``: the node running it may not see ``model_dir``; see the module docstring.
     ``checkpoint``: a model already trained on this fold (the search trial's own, when promoted):
     the job only predicts from it, it trains nothing.
+    ``resume``: a checkpoint of this fold's model from earlier in the same schedule (a promoted
+    search trial that ASHA stopped): the fold continues from it to the end of the schedule.
     """
     model_dir = Path(model_dir).resolve()
     return {
@@ -79,6 +82,7 @@ def make_job(
         "tta_flip": bool(tta_flip),
         "keep_checkpoint": bool(keep_checkpoint),
         "checkpoint": checkpoint,
+        "resume": resume,
     }
 
 
@@ -133,6 +137,7 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
     work = fold_work_dir(model_dir, fold)
     trainable = create_trainable(job["trainable"])
     checkpoint, final = job.get("checkpoint"), {"trained_by": "search trial"}
+    search_epochs = _seed_from_search(job["resume"], work) if job.get("resume") else 0
     if checkpoint is None:
         session = FoldSession(work, forward)
         final = trainable.fit(dict(job["config"]), session)
@@ -152,6 +157,8 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
         "fold_acc": fold_acc,
         "fit": {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool)) or v is None},
         "checkpoint": checkpoint if job["keep_checkpoint"] or job.get("checkpoint") else None,
+        # Epochs of this model the search trained (counted there): a stopped trial continued here.
+        "search_epochs": search_epochs,
     }
     save_fold_result(out, val_rows, val_probs, test_probs, summary)
     if not job["keep_checkpoint"]:
@@ -163,6 +170,21 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
         "n_val": len(val_rows),
         "skipped": False,
     }
+
+
+def _seed_from_search(search_checkpoint: str, work: Path) -> int:
+    """Copy a stopped search trial's checkpoint into the fold's work dir, unless the fold already
+    has a checkpoint of its own there (a retry continues from that); the search's epoch count."""
+    from trainables.checkpoint import read_meta
+    from trainables.session import CHECKPOINT_PREFIX
+
+    epoch = int(read_meta(search_checkpoint)["epoch"])
+    if not any(work.glob(f"{CHECKPOINT_PREFIX}[0-9]*")):
+        work.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=work))  # the session drops it if we die
+        shutil.copytree(search_checkpoint, staged, dirs_exist_ok=True)
+        staged.rename(work / f"{CHECKPOINT_PREFIX}{epoch:04d}")
+    return epoch
 
 
 def ray_fold_trial(config: dict[str, Any]) -> None:

@@ -1,77 +1,110 @@
-"""Promotion (``oof.mode=promote``): finished search trials become their model's fold 0.
+"""Promotion (``oof.mode=promote``): the search's own fold-0 trials become their models' fold 0.
 
-The OOF stage then trains only folds 1..K-1 of each promoted model; fold 0 predicts from the
-search's own last checkpoint, so no fold is trained twice.
+The OOF stage then trains only folds 1..K-1 of each promoted model with the trial's full
+schedule. A trial that ran that schedule predicts fold 0 from its last checkpoint; a trial ASHA
+stopped (or the time cap cut) continues on fold 0 from its last checkpoint to the end of the
+same schedule, as if it had never been stopped. No fold is trained twice either way.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 from omegaconf import DictConfig
 
-from search.leaderboard import STATUS_DONE
+from search.leaderboard import STATUS_CUT, STATUS_DONE, STATUS_STOPPED
 from search.oof_data import data_facts
 from search.oof_select import NoUsableTrial, RefitModel, candidates, cap_per_backbone, select_by_gain
 from search.search_result import SearchResult
 
 log = logging.getLogger("search.oof")
 
-__all__ = ["NothingToPromote", "promote"]
+__all__ = ["NothingToPromote", "Promotion", "promote"]
 
 
 class NothingToPromote(ValueError):
-    """No fold-0 trial ran its whole schedule and left a checkpoint here (the refit can still run)."""
+    """No fold-0 trial left a checkpoint here (the refit can still run)."""
 
 
-def promote(cfg: DictConfig, result: SearchResult) -> tuple[list[RefitModel], dict[str, str]]:
-    """Promotion: trials that ran their whole schedule keep their model as fold 0; pick which ones.
+@dataclass
+class Promotion:
+    """The promoted models and where each one's fold 0 comes from.
 
-    Only finished trials qualify: their last checkpoint is the model the search scored, trained
-    with the schedule the other folds will use. ``oof.select=gain`` ranks them by what each adds
-    to the fold-0 ensemble of those already chosen; ``score`` by their own score.
+    Attributes:
+        models: In the order they were chosen.
+        predict_from: Finished trials: the checkpoint fold 0 predicts from (nothing is trained).
+        resume_from: Trials stopped before their schedule's end: the checkpoint fold 0 continues
+            training from, to the end of the schedule.
+    """
+
+    models: list[RefitModel] = field(default_factory=list)
+    predict_from: dict[str, str] = field(default_factory=dict)
+    resume_from: dict[str, str] = field(default_factory=dict)
+
+
+def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
+    """Promotion: pick the fold-0 trials whose models the ensemble gets, finished or not.
+
+    Candidates are every finished trial, and the best ``top_k`` of those stopped early (ASHA, or
+    the time cap), each with its last checkpoint on this machine. A stopped trial is promoted
+    only when the ensemble needs it: ``oof.select=gain`` ranks candidates by what each one's
+    predictions, as the search left them, add to the fold-0 ensemble of those already chosen,
+    and a stopped trial's predictions come from fewer epochs, so it wins a place by being
+    different, not by being trained longer. ``score`` takes them by search score. Either way the
+    promoted model is the trial's own, trained to the end of its full schedule.
 
     Args:
         cfg: The refit's config (``oof.*``, ``trainable.name``).
         result: What the search found: its trials, their configs and checkpoints.
 
     Returns:
-        The promoted models, and the search checkpoint that is each one's fold 0.
+        The promoted models, and each one's fold-0 checkpoint (to predict from, or to resume).
 
     Raises:
-        NothingToPromote: No fold-0 trial finished its schedule and left a local checkpoint.
+        NothingToPromote: No fold-0 trial left a checkpoint on this machine's disk.
     """
-    try:
-        found = candidates(result, trainable=str(cfg.trainable.name), epochs="full", statuses=(STATUS_DONE,))
-    except NoUsableTrial:  # no finished trial at all: said below, with what to do
-        found = []
-    saved = {t.trial_id: t.checkpoint for t in result.trials}
-    checkpoints = {m.model_id: c for m in found if int(m.config.get("fold", 0)) == 0
-                   and (c := saved.get(m.trial_id))}  # fmt: skip
-    found = [m for m in found if m.model_id in checkpoints]
-    if not found:
-        raise NothingToPromote(
-            "oof.mode=promote needs fold-0 trials that ran their whole schedule and left a checkpoint on "
-            "this machine's disk; this search has none (all stopped early or cut by the time cap, or Ray's "
-            "storage is remote)"
-        )
     top_k, cap = int(cfg.oof.top_k), cfg.oof.max_per_backbone
-    if cfg.oof.select == "gain" and len(found) > 1:
-        facts = data_facts(found)
+    finished = _with_checkpoint(result, str(cfg.trainable.name), (STATUS_DONE,))
+    stopped = _with_checkpoint(result, str(cfg.trainable.name), (STATUS_STOPPED, STATUS_CUT))[:top_k]
+    pool = sorted(finished + stopped, key=lambda m: -m.search_score)
+    if not pool:
+        raise NothingToPromote(
+            "oof.mode=promote needs fold-0 trials that left a checkpoint on this machine's disk; this "
+            "search has none (none trained an epoch, or Ray's storage is remote)"
+        )
+    checkpoints = {t.trial_id: t.checkpoint for t in result.trials}
+    if cfg.oof.select == "gain" and len(pool) > 1:
+        facts = data_facts(pool)
         rows = np.flatnonzero(facts.folds == 0)
-        probs = {
-            m.model_id: _predict(m, checkpoints[m.model_id], rows, bool(cfg.oof.tta_flip)) for m in found
-        }
-        chosen = select_by_gain(found, probs, facts.targets[rows], top_k=top_k, max_per_backbone=cap)
+        probs = {m.model_id: _predict(m, checkpoints[m.trial_id], rows, bool(cfg.oof.tta_flip)) for m in pool}
+        chosen = select_by_gain(pool, probs, facts.targets[rows], top_k=top_k, max_per_backbone=cap)
     else:
-        chosen = cap_per_backbone(found, cap)[:top_k]
+        chosen = cap_per_backbone(pool, cap)[:top_k]
+    done = {m.model_id for m in finished}
+    out = Promotion(models=chosen)
+    for model in chosen:
+        target = out.predict_from if model.model_id in done else out.resume_from
+        target[model.model_id] = str(checkpoints[model.trial_id])
     log.info(
-        "promoting %s (of %d finished trials) to every fold",
+        "promoting %s (of %d finished and %d stopped trials) to every fold%s",
         ", ".join(m.model_id for m in chosen),
-        len(found),
+        len(finished),
+        len(stopped),
+        f"; {', '.join(out.resume_from)} continue fold 0 from where the search stopped them" if out.resume_from else "",
     )
-    return chosen, {m.model_id: checkpoints[m.model_id] for m in chosen}
+    return out
+
+
+def _with_checkpoint(result: SearchResult, trainable: str, statuses: tuple[str, ...]) -> list[RefitModel]:
+    """Fold-0 candidates of these statuses with a checkpoint here, best first, with the full schedule."""
+    try:
+        found = candidates(result, trainable=trainable, epochs="full", statuses=statuses)
+    except NoUsableTrial:  # none of these statuses: the caller says what to do if none at all
+        return []
+    saved = {t.trial_id for t in result.trials if t.checkpoint}
+    return [m for m in found if int(m.config.get("fold", 0)) == 0 and m.trial_id in saved]
 
 
 def _predict(model: RefitModel, checkpoint: str, rows: np.ndarray, tta_flip: bool) -> np.ndarray:

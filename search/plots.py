@@ -344,7 +344,8 @@ def _curve_legend(best_label: str, counts: Mapping[str, int], single: int) -> li
         handles.append((line, status_label(status, n)))
     if single:
         diamond = Line2D([], [], marker="D", color=OTHER_COLOR, markeredgecolor="black", linestyle="")
-        handles.append((diamond, f"stopped after epoch 1 ({single})"))
+        # The marker's meaning, not a second count: the status entries above count these trials.
+        handles.append((diamond, "one epoch only (no line)"))
     return handles
 
 

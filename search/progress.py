@@ -213,9 +213,11 @@ class LiveReporter(ProgressReporter):
         """One plain line for a log: who, what changed, the scores."""
         name = str(_get(trial.config, self.group)) if self.group else trial_label(trial.config, self.paths)
         fold = f" fold {_get(trial.config, 'job.fold')}" if self.group else ""
+        # A promoted trial's fold 0 trains nothing: it predicts with the search trial's model.
+        epoch = "the search trial's model" if _get(trial.config, "job.checkpoint") else f"epoch {_epoch(trial)}/{self.max_epochs}"
         return (
             f"{time.strftime('%H:%M:%S')} {name or trial.trial_id}{fold}: {self._status(trial)}, "
-            f"epoch {_epoch(trial)}/{self.max_epochs}, {self.metric} {_fmt(_score(trial, self.metric))}"
+            f"{epoch}, {self.metric} {_fmt(_score(trial, self.metric))}"
         )
 
     def _status(self, trial: Any) -> str:

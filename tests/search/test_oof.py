@@ -72,16 +72,17 @@ def test_selection_takes_the_best_usable_distinct_trials_with_a_cap_per_backbone
         select_models(errored, trainable="timm", top_k=2)
 
 
-def test_promotion_with_no_finished_trial_refits_instead(caplog: pytest.LogCaptureFixture) -> None:
-    """A short budget can end every trial before its schedule: the flow refits them, and says so."""
+def test_promotion_with_no_trial_checkpoint_here_refits_instead(caplog: pytest.LogCaptureFixture) -> None:
+    """Trials whose checkpoints are not on this machine (remote storage) cannot be promoted or
+    continued: the flow refits them, and says so."""
     from search.oof import _select
 
     board = _board([("a", 0.5, "cut", 3), ("b", 0.4, "stopped", 2)])
     configs = {"a": {"lr": 1e-3, "epochs": 6}, "b": {"lr": 3e-4, "epochs": 6}}
     cfg = load_config(["oof.mode=promote", "oof.select=gain", "oof.top_k=2"])
     with caplog.at_level("WARNING", logger="search.oof"):
-        models, checkpoints = _select(cfg, from_leaderboard(board, configs, "val_acc"))
-    assert [(m.trial_id, m.epochs) for m in models] == [("a", 3), ("b", 2)] and checkpoints == {}
+        models, promotion = _select(cfg, from_leaderboard(board, configs, "val_acc"))
+    assert [(m.trial_id, m.epochs) for m in models] == [("a", 3), ("b", 2)] and not promotion.models
     assert "refitting the best 2 on every fold instead" in caplog.text
 
 

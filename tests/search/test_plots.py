@@ -157,7 +157,7 @@ def test_a_trial_stopped_after_one_epoch_is_a_labelled_marker() -> None:
     assert len(ax.collections) == 1 and len(ax.lines) == 1  # c is a marker, b a line, a (best) skipped
     plt.close(fig)
     labels = [label for _, label in _curve_legend("best: a (0.600)", counts, single)]
-    assert labels == ["best: a (0.600)", "done (2)", "stopped early (1)", "stopped after epoch 1 (1)"]
+    assert labels == ["best: a (0.600)", "done (2)", "stopped early (1)", "one epoch only (no line)"]
 
 
 def test_curves_with_many_trials_and_min_mode(tmp_path: Path) -> None:

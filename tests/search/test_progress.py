@@ -32,3 +32,24 @@ def test_a_superseded_state_sync_is_not_shown_but_a_real_save_failure_is(caplog:
         _state_save_error(PermissionError("[Errno 13] Permission denied: '/runs/ray/x'"))
         _state_save_error(FileNotFoundError("[Errno 2] No such file or directory: '/runs/ray/x'"))
     assert len(caplog.records) == 2
+
+
+def test_a_refit_fold_line_says_what_the_fold_did() -> None:
+    """A fold that trains shows its epochs; a promoted trial's fold 0, which trains nothing (it
+    predicts with the search trial's own model), says so instead of "epoch 0/6"."""
+    from types import SimpleNamespace
+
+    from search.progress import LiveReporter
+
+    reporter = LiveReporter(title="t", paths=[], metric="val_acc", mode="max", max_epochs=6, group="job.model_id")
+
+    def fold(number: int, epochs: int, checkpoint: str | None) -> SimpleNamespace:
+        job = {"model_id": "lite0-a", "fold": number, "checkpoint": checkpoint}
+        return SimpleNamespace(
+            trial_id=f"f{number}", status="TERMINATED", config={"job": job},
+            last_result={"fold_acc": 0.5}, metric_analysis={"epoch": {"max": epochs}},
+        )  # fmt: skip
+
+    assert "fold 1: done, epoch 6/6, val_acc 0.5" in reporter.line(fold(1, 6, None))
+    promoted = reporter.line(fold(0, 0, "/runs/ray/x/checkpoint_000005"))
+    assert "fold 0: done, the search trial's model, val_acc 0.5" in promoted and "epoch" not in promoted

@@ -21,6 +21,7 @@ from search.records import load_record, search_dir
 from search.runner import run_search
 from search.search_result import last_checkpoint
 from trainables import create_trainable
+from trainables.checkpoint import read_meta
 from trainables.data import folds_for, load_dataset
 
 K = 3
@@ -210,3 +211,48 @@ def test_a_driver_killed_mid_promotion_resumes_without_retraining_or_restarting(
         assert folds[fold]["fit"]["epoch"] == epochs
     rows = np.concatenate([f["val_rows"] for f in folds])
     assert np.array_equal(np.sort(rows), np.arange(len(load_dataset("synthetic").train)))
+
+
+@pytest.mark.slow
+def test_a_trial_asha_stopped_is_promoted_by_finishing_its_schedule_on_fold_0(
+    ray_module: Path, tiny: list[str]
+) -> None:
+    """One trial at a time: the first runs its 3 epochs, the second (a learning rate that cannot
+    learn) scores below it at one of ASHA's rungs (epoch 1 or 2) and is stopped there. Promoted
+    anyway (select=score, top_k=2), its fold 0 continues from the search's checkpoint to epoch 3,
+    not from scratch, and the search's checkpoint is left as it was."""
+    name, epochs = "promote-stopped", 3
+    outcome = run_search(
+        load_config(
+            [*tiny, "space=quick", f"experiment={name}", "trainable.epochs=3", f"trainable.k={K}",
+             "search.lr={loguniform: [1.0e-7, 1.0e-1]}", "tune.num_samples=2",
+             "tune.points_to_evaluate=[{lr: 0.01, aug: {cutmix: 0.0}}, {lr: 1.0e-7, aug: {cutmix: 0.0}}]",
+             "scheduler.name=asha", "scheduler.grace_period=1", "scheduler.reduction_factor=2",
+             "resources.cpu=2", "mlflow.enabled=false"]
+        )  # fmt: skip
+    )
+    assert outcome.status == "finished"
+    board = outcome.leaderboard
+    assert sorted(board["status"]) == ["done", "stopped"], board
+    stopped_id = str(board.loc[board["status"] == "stopped", "trial_id"].iloc[0])
+    ray_path = load_record(search_dir(runs_dir(), name)).ray_path
+    search_checkpoint = last_checkpoint(ray_path, stopped_id)
+    before = sorted(p.name for p in Path(search_checkpoint).iterdir())
+
+    result = run_oof(load_oof_config(name, [("mode", "promote"), ("select", "score"), ("top_k", 2)]))
+
+    assert result.complete and len(result.results) == 2
+    model = next(r for r in result.results if r.model.trial_id == stopped_id)
+    folds = [read_fold_result(fold_result_path(model.directory, f)) for f in range(K)]
+    stopped_at = int(read_meta(search_checkpoint)["epoch"])
+    assert 1 <= stopped_at < epochs
+    assert folds[0]["fit"]["resumed_from_epoch"] == folds[0]["search_epochs"] == stopped_at
+    assert [f["fit"]["epoch"] for f in folds] == [epochs] * K  # the full schedule on every fold
+    assert [f["fit"]["resumed_from_epoch"] for f in folds[1:]] == [0] * (K - 1)
+    assert sorted(p.name for p in Path(search_checkpoint).iterdir()) == before  # the search's own is kept
+    at_stop = create_trainable("timm").predict(
+        None, search_checkpoint, split="train", rows=folds[0]["val_rows"], tta_flip=True
+    )
+    assert not np.allclose(folds[0]["val_probs"], at_stop, atol=1e-4)  # fold 0 trained on past epoch 1
+    finished = next(r for r in result.results if r.model.trial_id != stopped_id)
+    assert read_fold_result(fold_result_path(finished.directory, 0))["fit"] == {"trained_by": "search trial"}
