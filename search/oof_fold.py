@@ -175,13 +175,12 @@ def run_fold(job: dict[str, Any], forward: Callable[[dict[str, Any]], None] | No
 def _seed_from_search(search_checkpoint: str, work: Path) -> int:
     """Copy a stopped search trial's checkpoint into the fold's work dir, unless the fold already
     has a checkpoint of its own there (a retry continues from that); the search's epoch count."""
-    from trainables.checkpoint import read_meta
+    from trainables.checkpoint import new_checkpoint_dir, read_meta
     from trainables.session import CHECKPOINT_PREFIX
 
     epoch = int(read_meta(search_checkpoint)["epoch"])
     if not any(work.glob(f"{CHECKPOINT_PREFIX}[0-9]*")):
-        work.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=work))  # the session drops it if we die
+        staged = new_checkpoint_dir(work)  # a hidden temp name: the session drops it if we die
         shutil.copytree(search_checkpoint, staged, dirs_exist_ok=True)
         staged.rename(work / f"{CHECKPOINT_PREFIX}{epoch:04d}")
     return epoch

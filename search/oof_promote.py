@@ -66,15 +66,15 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
         NothingToPromote: No fold-0 trial left a checkpoint on this machine's disk.
     """
     top_k, cap = int(cfg.oof.top_k), cfg.oof.max_per_backbone
-    finished = _with_checkpoint(result, str(cfg.trainable.name), (STATUS_DONE,))
-    stopped = _with_checkpoint(result, str(cfg.trainable.name), (STATUS_STOPPED, STATUS_CUT))[:top_k]
+    checkpoints = {t.trial_id: t.checkpoint for t in result.trials if t.checkpoint}
+    finished = _with_checkpoint(result, checkpoints, str(cfg.trainable.name), (STATUS_DONE,))
+    stopped = _with_checkpoint(result, checkpoints, str(cfg.trainable.name), (STATUS_STOPPED, STATUS_CUT))[:top_k]
     pool = sorted(finished + stopped, key=lambda m: -m.search_score)
     if not pool:
         raise NothingToPromote(
             "oof.mode=promote needs fold-0 trials that left a checkpoint on this machine's disk; this "
             "search has none (none trained an epoch, or Ray's storage is remote)"
         )
-    checkpoints = {t.trial_id: t.checkpoint for t in result.trials}
     if cfg.oof.select == "gain" and len(pool) > 1:
         facts = data_facts(pool)
         rows = np.flatnonzero(facts.folds == 0)
@@ -97,14 +97,15 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
     return out
 
 
-def _with_checkpoint(result: SearchResult, trainable: str, statuses: tuple[str, ...]) -> list[RefitModel]:
+def _with_checkpoint(
+    result: SearchResult, checkpoints: dict[str, str], trainable: str, statuses: tuple[str, ...]
+) -> list[RefitModel]:
     """Fold-0 candidates of these statuses with a checkpoint here, best first, with the full schedule."""
     try:
         found = candidates(result, trainable=trainable, epochs="full", statuses=statuses)
     except NoUsableTrial:  # none of these statuses: the caller says what to do if none at all
         return []
-    saved = {t.trial_id for t in result.trials if t.checkpoint}
-    return [m for m in found if int(m.config.get("fold", 0)) == 0 and m.trial_id in saved]
+    return [m for m in found if int(m.config.get("fold", 0)) == 0 and m.trial_id in checkpoints]
 
 
 def _predict(model: RefitModel, checkpoint: str, rows: np.ndarray, tta_flip: bool) -> np.ndarray:
