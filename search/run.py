@@ -151,10 +151,10 @@ def where(outcome: SearchOutcome, results: Mapping[str, object]) -> None:
 
 def size_to_budget(cfg: DictConfig, checked: Preflight) -> None:
     """``budget=90m``: choose trials, epochs, image size and top-k, and say so before starting."""
-    from search.budget import apply_plan, plan_budget
+    from search.budget import apply_plan, fold_epoch_rows, plan_budget
     from search.cluster import local_slots
 
-    plan = plan_budget(cfg, checked.n_train, checked.n_test, local_slots(cfg))
+    plan = plan_budget(cfg, checked.n_train, checked.n_test, local_slots(cfg), fold_epoch_rows(cfg))
     apply_plan(cfg, plan)
     for line in plan.lines():
         print(line, flush=True)

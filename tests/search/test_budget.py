@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from search.budget import apply_plan, parse_budget, plan_budget
+from search.budget import apply_plan, fold_epoch_rows, parse_budget, plan_budget
 from search.config import ConfigError, load_config
 
 
@@ -45,6 +47,37 @@ def test_promotion_buys_more_search_than_a_refit_of_every_fold() -> None:
     refit = plan_budget(load_config([*base, "oof.mode=refit"]), n_train=735, n_test=240, slots=2)
     promote = plan_budget(load_config([*base, "oof.mode=promote"]), n_train=735, n_test=240, slots=2)
     assert (refit.image_size, refit.epochs, refit.top_k) == (promote.image_size, promote.epochs, promote.top_k)
-    assert promote.oof_s == pytest.approx(refit.oof_s * 4 / 5)
+    rounds = math.ceil(promote.top_k * 4 / 2), math.ceil(refit.top_k * 5 / 2)  # fold fits in rounds of 2 slots
+    assert promote.oof_s == pytest.approx(refit.oof_s * rounds[0] / rounds[1])
     assert promote.trials >= refit.trials
     assert any("promoted to every other fold" in line for line in promote.lines())
+
+
+def test_the_search_lasts_at_least_one_whole_trial() -> None:
+    """The trial that survives every rung runs all its epochs in one slot; a cap below that would
+    cut the best model before its schedule ends (and promotion would then finish it, unplanned)."""
+    base = ["trainable.backbone=test_efficientnet", "trainable.pretrained=false", "oof.mode=promote"]
+    for budget in ("20m", "45m", "2h"):
+        plan = plan_budget(load_config([*base, f"budget={budget}"]), n_train=735, n_test=240, slots=2)
+        if plan.fits:
+            assert plan.search_s >= plan.epochs * plan.epoch_s
+            assert plan.search_s + plan.oof_s <= plan.budget_s
+            assert f"an epoch about {plan.epoch_s:.0f} s" in plan.lines()[1]
+
+
+def test_an_epoch_is_priced_on_the_rows_it_trains_balancing_copies_included() -> None:
+    """``aug.balance`` fills short classes: the planner counts the rows a trial really trains."""
+    from trainables.data import folds_for, load_dataset
+
+    base = ["data=synthetic", "trainable.k=3", "trainable.pretrained=false", "trainable.backbone=test_efficientnet"]
+    balanced = fold_epoch_rows(load_config([*base, "trainable.aug.balance=true"]))
+    raw = fold_epoch_rows(load_config([*base, "trainable.aug.balance=false"]))
+    folds = folds_for(load_dataset("synthetic"), k=3, seed=0)
+    train = folds[folds["fold"] != 0]
+    counts = train["target"].value_counts()
+    assert raw == len(train)
+    assert balanced == counts.max() * len(counts) and balanced > raw
+    plain = load_config([*base, "budget=30m"])
+    cheap = plan_budget(plain, n_train=735, n_test=240, slots=2, epoch_rows=raw)
+    dear = plan_budget(plain, n_train=735, n_test=240, slots=2, epoch_rows=2 * raw)
+    assert dear.epoch_s > 1.5 * cheap.epoch_s  # validation rows are priced the same in both
