@@ -96,8 +96,38 @@ def comparison_rows(summary: RunSummary) -> list[dict[str, Any]]:
     return rows
 
 
+# The comparison's columns, and the order they are left out in when the console is too narrow
+# (rich would otherwise squeeze every header to a few characters, "in-samp…", "nest…").
+_COLUMNS = ("method", "in-sample", "nested", "± std", "1 SE", "optimism", "Δ best", "fit s", "nested s")
+_DROPPABLE = ("nested s", "fit s", "optimism", "in-sample", "± std")
+
+
 def print_comparison(summary: RunSummary, file: Any = None) -> None:
-    """Print the comparison table with rich (to stdout unless ``file`` is given)."""
+    """Print the comparison table with rich (to stdout unless ``file`` is given).
+
+    The table fits the console: the timing and optimism columns are left out first, with a line
+    naming them (report.md has every column).
+    """
+    console = make_console(file=file)
+    rows = comparison_rows(summary)
+    shown = list(_COLUMNS)
+    droppable = list(_DROPPABLE)
+    table = _comparison_table(summary, rows, shown)
+    unbounded = console.options.update_width(10_000)  # measure() is capped at the console's width
+    while droppable and console.measure(table, options=unbounded).maximum > console.width:
+        shown.remove(droppable.pop(0))
+        table = _comparison_table(summary, rows, shown)
+    console.print(table)
+    hidden = [c for c in _COLUMNS if c not in shown]
+    if hidden:
+        console.print(f"(left out to fit {console.width} columns: {', '.join(hidden)}; report.md has every column)")
+    if summary.choice is not None:
+        # The markdown's **bold** as rich's markup; the method names need no escaping.
+        parts = summary.choice.reason().split("**")
+        console.print("".join(f"[bold]{p}[/]" if i % 2 else p for i, p in enumerate(parts)), highlight=False)
+
+
+def _comparison_table(summary: RunSummary, rows: list[dict[str, Any]], shown: list[str]) -> Any:
     from rich.table import Table
 
     direction = "higher" if METRICS[summary.metric] else "lower"
@@ -106,28 +136,23 @@ def print_comparison(summary: RunSummary, file: Any = None) -> None:
         caption="nested: fit on K-1 folds, scored on the held-out fold; bold: best nested score; "
         "1 SE: within one standard error of it; ✓: submitted",
     )
-    for col in ("method", "in-sample", "nested", "± std", "1 SE", "optimism", "Δ best", "fit s", "nested s"):
+    for col in shown:
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
-    for row in comparison_rows(summary):
+    for row in rows:
         name = row["method"]
-        table.add_row(
-            name + (" ✓" if name == summary.chosen.name else ""),
-            _fmt(row["in_sample"]),
-            _fmt(row["nested_mean"]),
-            _fmt(row["nested_std"]),
-            "yes" if row["within_one_se"] else "",
-            _fmt(row["optimism"]),
-            _signed(row["gain_vs_best_single"]),
-            f"{row['fit_seconds']:.1f}",
-            f"{row['nested_seconds']:.1f}",
-            style="bold green" if name == summary.winner.name else None,
-        )
-    console = make_console(file=file)
-    console.print(table)
-    if summary.choice is not None:
-        # The markdown's **bold** as rich's markup; the method names need no escaping.
-        parts = summary.choice.reason().split("**")
-        console.print("".join(f"[bold]{p}[/]" if i % 2 else p for i, p in enumerate(parts)), highlight=False)
+        cells = {
+            "method": name + (" ✓" if name == summary.chosen.name else ""),
+            "in-sample": _fmt(row["in_sample"]),
+            "nested": _fmt(row["nested_mean"]),
+            "± std": _fmt(row["nested_std"]),
+            "1 SE": "yes" if row["within_one_se"] else "",
+            "optimism": _fmt(row["optimism"]),
+            "Δ best": _signed(row["gain_vs_best_single"]),
+            "fit s": f"{row['fit_seconds']:.1f}",
+            "nested s": f"{row['nested_seconds']:.1f}",
+        }
+        table.add_row(*(cells[c] for c in shown), style="bold green" if name == summary.winner.name else None)
+    return table
 
 
 def _verdict(summary: RunSummary) -> str:

@@ -7,6 +7,7 @@ real command; the rule itself also on hand-set fold scores, where its arithmetic
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,6 +77,24 @@ def test_mean_within_one_se_of_a_better_complex_method_is_chosen(
         assert "standard error" in flat and "the simplest method within one standard error" in flat
         assert "mean < vote < best < logloss < caruana < bayesian = genetic < stacking" in flat
     assert "Submitted: **mean**" in report and "Submitted method: **mean**" in report
+
+
+def test_the_method_table_fits_an_80_column_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a narrow terminal the timing columns are left out and named, not every header cut."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the captured stream as a terminal
+    probs, y = make_probs(300, 10, [0.45, 0.5], shared=0.5, seed=1)
+    _run_auto(tmp_path, probs, y)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    table = [line for line in out.splitlines() if "┃" in line or "│" in line]
+    assert table and max(len(line) for line in table) <= 80
+    assert "…" not in "\n".join(table), f"rich squeezed a column:\n{out}"
+    header = next(line for line in table if "method" in line)
+    assert "nested" in header and "1 SE" in header
+    hidden = re.search(r"left out to fit 80 columns: (.*); report.md has every column", out)
+    assert hidden is not None and "nested s" in hidden.group(1)
 
 
 def test_a_clearly_better_fitted_method_is_chosen(tmp_path: Path) -> None:

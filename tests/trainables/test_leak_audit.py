@@ -58,7 +58,6 @@ def test_nearest_similarity_sees_mirrored_views() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:125 of 125 classes have fewer than k=5 groups")
 def test_sketchy_folds_without_groups_leak_and_auto_folds_do_not(sketchy125: Path) -> None:
     ds = load_dataset(sketchy125)
     leaky = run_leak_audit(ds, folds_for(ds, k=5, seed=0, group_pattern="none"))

@@ -160,11 +160,12 @@ def _assign(targets: np.ndarray, groups: np.ndarray, k: int, seed: int, classes:
     per_class = pd.Series(codes).groupby(targets).nunique()
     short = per_class[per_class < k]
     if len(short):
-        warnings.warn(
-            f"{len(short)} of {len(per_class)} classes have fewer than k={k} groups and are missing from "
-            f"some validation folds: {listing([f'{classes[t]} ({n})' for t, n in short.items()], 8)}",
-            stacklevel=3,
-        )
+        # Logged, not warnings.warn: it is a fact about the data for the run's log, and a Python
+        # warning printed its source line into the user's terminal, which reads like a crash.
+        log.warning(
+            "%d of %d classes have fewer than k=%d groups and are missing from some validation folds: %s",
+            len(short), len(per_class), k, listing([f"{classes[t]} ({n})" for t, n in short.items()], 8),
+        )  # fmt: skip
     # Imported here: scikit-learn costs ~1 s to import, and most processes only read cached folds.
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 

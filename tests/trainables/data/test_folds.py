@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -90,10 +91,11 @@ def test_group_column_and_pattern(competition: Path) -> None:
     assert base_groups(grouped, r"ignored(.)").tolist() == grouped.train["group"].tolist()
 
 
-def test_small_classes_warn_and_too_few_groups_fail(competition: Path) -> None:
+def test_small_classes_warn_and_too_few_groups_fail(competition: Path, caplog: pytest.LogCaptureFixture) -> None:
     ds = load_dataset(competition)  # 3 classes x 4 images
-    with pytest.warns(UserWarning, match="3 of 3 classes have fewer than k=5 groups"):
+    with caplog.at_level(logging.WARNING, logger="trainables.data._folds"):
         folds = make_folds(ds, k=5, seed=0, dedup=False)
+    assert "3 of 3 classes have fewer than k=5 groups" in caplog.text
     assert folds["fold"].between(0, 4).all()
     with pytest.raises(ValueError, match="only 3 group"):
         make_folds(ds, k=4, seed=0, group_pattern=r"^([a-z]+)_", dedup=False)

@@ -34,7 +34,6 @@ def test_every_row_loads(sketchy: Dataset) -> None:
         assert (ink > 0.001).all(), f"every {split} sketch decodes to visible strokes"
 
 
-@pytest.mark.filterwarnings("ignore:125 of 125 classes have fewer than k=5 groups")  # 2-3 photos per class
 @pytest.mark.parametrize("pattern", ["default", SKETCHY_GROUP_PATTERN])
 def test_no_photo_group_straddles_a_fold(sketchy: Dataset, pattern: str) -> None:
     """With no option at all (group_pattern=auto) the photo groups are found and kept whole."""
@@ -49,7 +48,6 @@ def test_no_photo_group_straddles_a_fold(sketchy: Dataset, pattern: str) -> None
     assert sizes.min() > 0.7 * sizes.max(), f"folds should be of similar size: {sizes.to_dict()}"
 
 
-@pytest.mark.filterwarnings("ignore:125 of 125 classes have fewer than k=5 groups")
 def test_auto_finds_the_photo_groups_and_none_splits_them(sketchy: Dataset) -> None:
     auto = folds_for(sketchy, k=5, seed=0)
     assert auto.attrs["hash"] == folds_for(sketchy, 5, 0, "sketchy").attrs["hash"]  # the same folds
