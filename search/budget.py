@@ -26,8 +26,11 @@ import math
 import os
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -261,21 +264,63 @@ def _backbones(cfg: DictConfig) -> list[str]:
 def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int) -> float:
     """Training seconds per image (forward, backward, AdamW step) on this machine's CPU.
 
-    Measured on a few real steps of the model with random inputs (a second or two per backbone),
-    in the trial's own memory format and batch size (channels_last is 1.7x faster than NCHW for
-    Lite0 on one core; a smaller batch than the trial's was 1.1x slower), times
-    :data:`PIPELINE_FACTOR` for loading and augmentation, and remembered per machine, backbone,
-    size, batch and thread count in ``<runs>/cache/speed.json``.
+    What earlier searches' trials on this machine measured wins (:func:`remember_trial_speeds`:
+    their own epochs, with the loading, augmentation and the other slots' contention in them).
+    Otherwise a probe: a few real steps of the model with random inputs (a second or two per
+    backbone), in the trial's own memory format and batch size (channels_last is 1.7x faster
+    than NCHW for Lite0 on one core; a smaller batch than the trial's was 1.1x slower), times
+    :data:`PIPELINE_FACTOR`. Both live in ``<runs>/cache/speed.json``, per machine, backbone,
+    size, batch and thread count.
     """
-    key = "|".join(
-        map(str, (backbone, image_size, batch_size, threads, platform.machine(), os.cpu_count(), _SPEED_VERSION))
-    )
+    key = _speed_key(backbone, image_size, batch_size, threads)
     path = runs_dir() / "cache" / "speed.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
+    if f"observed|{key}" in known:
+        return float(known[f"observed|{key}"])
     if key not in known:
         known[key] = _time_steps(backbone, image_size, batch_size, threads) * PIPELINE_FACTOR
         atomic_write_json(path, known)
     return float(known[key])
+
+
+def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, float]:
+    """Store the training speed a search's trials measured, for the next plan on this machine.
+
+    Each backbone's figure is the median ``img_per_s`` of its trials' epochs after the first
+    (which starts the loader), scaled to :data:`REFERENCE_SIZE` by the pixel count. On sketchy125
+    the probe priced Lite1 and Lite2 epochs 10% under what two concurrent trials took.
+
+    Args:
+        results: The search's Ray ``ResultGrid`` (``timm`` trials on CPU).
+        threads: CPUs per trial (``resources.cpu``).
+
+    Returns:
+        ``{backbone: seconds per image at the reference size}`` of what was stored.
+    """
+    samples: dict[tuple[str, int], list[float]] = {}
+    for result in results:
+        config, frame = result.config or {}, result.metrics_dataframe
+        if frame is None or "img_per_s" not in frame or "backbone" not in config:
+            continue
+        speeds = frame.drop_duplicates("epoch", keep="last")["img_per_s"].dropna().to_numpy()[1:]
+        size = int(config["image_size"])
+        scale = (REFERENCE_SIZE / size) ** 2  # a convnet's cost grows with the pixels
+        key = (str(config["backbone"]), int(config["batch_size"]))
+        samples.setdefault(key, []).extend(scale / v for v in speeds if v > 0)
+    stored = {b: float(np.median(v)) for (b, _), v in samples.items() if v}
+    if stored:
+        path = runs_dir() / "cache" / "speed.json"
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        for (backbone, batch), values in samples.items():
+            if values:
+                known[f"observed|{_speed_key(backbone, REFERENCE_SIZE, batch, threads)}"] = float(np.median(values))
+        atomic_write_json(path, known)
+    return stored
+
+
+def _speed_key(backbone: str, image_size: int, batch_size: int, threads: int) -> str:
+    machine = (platform.machine(), os.cpu_count(), _SPEED_VERSION)
+    return "|".join(map(str, (backbone, image_size, batch_size, threads, *machine)))
 
 
 def _time_steps(backbone: str, image_size: int, batch: int, threads: int) -> float:

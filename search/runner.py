@@ -136,6 +136,7 @@ def run_search(
         results = tuner.fit()
     shutil.rmtree(runs / "progress" / str(cfg.experiment), ignore_errors=True)  # the live table's
     outcome = _summarise(cfg, results, out_dir, record)
+    _remember_speeds(cfg, results)
     record.status = outcome.status = _search_status(outcome.leaderboard)
     save_record(out_dir, record)
     if tracker is not None and record.parent_run_id:
@@ -356,6 +357,26 @@ def _summarise(cfg: DictConfig, results: Any, out_dir: Path, record: SearchRecor
         files=files,
         trial_epochs=total_epochs(histories),
     )
+
+
+def _remember_speeds(cfg: DictConfig, results: Any) -> None:
+    """The trials' own training speed, for the next ``budget=`` plan on this machine.
+
+    Only CPU fine-tunes (``timm``): the plan prices those; a frozen-feature or GPU trial's speed
+    says nothing about them. A failure here must not cost a finished search.
+    """
+    from search.budget import remember_trial_speeds
+
+    if str(cfg.trainable.name) != "timm" or float(cfg.resources.gpu) > 0:
+        return
+    try:
+        stored = remember_trial_speeds(results, max(1, int(float(cfg.resources.cpu))))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("could not store the trials' training speed for the next budget plan: %s", err)
+        return
+    if stored:
+        log.info("training speed for the next budget plan: %s",
+                 ", ".join(f"{b} {1 / s:.0f} img/s" for b, s in stored.items()))  # fmt: skip
 
 
 def _finish_parent(

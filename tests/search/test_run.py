@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from ray import tune
 
 from common.io import runs_dir
+from search.budget import REFERENCE_SIZE, measure_speed
 from search.config import load_config
 from search.records import load_record, search_dir
 from search.run import main
@@ -100,6 +101,14 @@ def test_search_ranks_trials_stops_the_weak_one_and_logs_to_mlflow(
         assert (out / name).stat().st_size > 1000 or name == "config.yaml"
 
     record = load_record(out)
+    # The trials' own training speed is what the next budget= plan on this machine prices epochs
+    # at: the good trial's epoch after the first (the weak one has none), scaled to 128 px.
+    cfg = load_config(["experiment=x", *tiny])
+    lines = (Path(record.ray_path) / f"trial_{good.trial_id}" / "result.json").read_text().splitlines()
+    second_epoch = json.loads(lines[1])
+    expected = (REFERENCE_SIZE / int(cfg.trainable.image_size)) ** 2 / second_epoch["img_per_s"]
+    remembered = measure_speed("test_efficientnet", REFERENCE_SIZE, int(cfg.trainable.batch_size), 1)
+    assert remembered == pytest.approx(expected)
     client = MlflowClient(uri)
     parent = client.get_run(record.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.info.run_name == "e2e-asha"
