@@ -307,15 +307,14 @@ def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, flo
         scale = (REFERENCE_SIZE / size) ** 2  # a convnet's cost grows with the pixels
         key = (str(config["backbone"]), int(config["batch_size"]))
         samples.setdefault(key, []).extend(scale / v for v in speeds if v > 0)
-    stored = {b: float(np.median(v)) for (b, _), v in samples.items() if v}
-    if stored:
+    medians = {key: float(np.median(values)) for key, values in samples.items() if values}
+    if medians:
         path = runs_dir() / "cache" / "speed.json"
         known = json.loads(path.read_text()) if path.is_file() else {}
-        for (backbone, batch), values in samples.items():
-            if values:
-                known[f"observed|{_speed_key(backbone, REFERENCE_SIZE, batch, threads)}"] = float(np.median(values))
+        for (backbone, batch), seconds in medians.items():
+            known[f"observed|{_speed_key(backbone, REFERENCE_SIZE, batch, threads)}"] = seconds
         atomic_write_json(path, known)
-    return stored
+    return {backbone: seconds for (backbone, _), seconds in medians.items()}
 
 
 def _speed_key(backbone: str, image_size: int, batch_size: int, threads: int) -> str:
