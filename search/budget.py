@@ -28,6 +28,7 @@ import platform
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -243,14 +244,11 @@ def fold_epoch_rows(cfg: DictConfig) -> int:
     classes is far more than the K-1 folds' rows (2,000 against 1,388 on sketchy125's fold 0):
     an estimate from the raw rows under-prices every epoch by that ratio.
     """
-    from trainables.data import folds_for, load_dataset
-    from trainables.split import trial_rows
+    from trainables.split import config_folds, trial_rows
 
     t = OmegaConf.to_container(cfg.trainable, resolve=True)
     assert isinstance(t, dict)
-    ds = load_dataset(t["data"], skip_bad=bool(t.get("skip_bad", False)))
-    folds = folds_for(ds, k=int(t["k"]), seed=int(t["folds_seed"]), group_pattern=t["group_pattern"],
-                      group_column=t.get("group_column"))  # fmt: skip
+    _, folds = config_folds(t)
     return len(trial_rows({**t, "fold": 0}, folds).train_rows)
 
 
@@ -273,8 +271,7 @@ def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int)
     size, batch and thread count.
     """
     key = _speed_key(backbone, image_size, batch_size, threads)
-    path = runs_dir() / "cache" / "speed.json"
-    known = json.loads(path.read_text()) if path.is_file() else {}
+    path, known = _speed_cache()
     if f"observed|{key}" in known:
         return float(known[f"observed|{key}"])
     if key not in known:
@@ -309,12 +306,17 @@ def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, flo
         samples.setdefault(key, []).extend(scale / v for v in speeds if v > 0)
     medians = {key: float(np.median(values)) for key, values in samples.items() if values}
     if medians:
-        path = runs_dir() / "cache" / "speed.json"
-        known = json.loads(path.read_text()) if path.is_file() else {}
+        path, known = _speed_cache()
         for (backbone, batch), seconds in medians.items():
             known[f"observed|{_speed_key(backbone, REFERENCE_SIZE, batch, threads)}"] = seconds
         atomic_write_json(path, known)
     return {backbone: seconds for (backbone, _), seconds in medians.items()}
+
+
+def _speed_cache() -> tuple[Path, dict[str, float]]:
+    """``<runs>/cache/speed.json`` and what it holds (empty before the first plan)."""
+    path = runs_dir() / "cache" / "speed.json"
+    return path, json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _speed_key(backbone: str, image_size: int, batch_size: int, threads: int) -> str:

@@ -148,14 +148,12 @@ def leak_audit(cfg: DictConfig, out_dir: Path) -> Any:
     """Do the folds flatter the leaderboard? Fold 0's validation rows against the test rows, in
     frozen pretrained features (:mod:`trainables.leak_audit`); printed, saved and, with the advice,
     warned about. An audit that cannot run (no test set, no weights) never stops the search."""
-    from trainables.data import folds_for, load_dataset
     from trainables.leak_audit import run_leak_audit
+    from trainables.split import config_folds
 
     t = cfg.trainable
     try:
-        ds = load_dataset(t.data, skip_bad=bool(t.get("skip_bad", False)))
-        folds = folds_for(ds, k=int(t.k), seed=int(t.folds_seed), group_pattern=t.group_pattern,
-                          group_column=t.get("group_column"))  # fmt: skip
+        ds, folds = config_folds(t)
         audit = run_leak_audit(ds, folds, fold=int(t.fold) if int(t.fold) >= 0 else 0)
     except (RuntimeError, ValueError, OSError) as err:
         log.warning("leak audit skipped: %s", err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,6 +48,21 @@ def duplicate_mask(folds: pd.DataFrame) -> np.ndarray:
     raise KeyError(
         f"folds table has no duplicate marker column ({DUPLICATE_COLUMNS}); columns: {list(folds.columns)}"
     )
+
+
+def config_folds(config: Mapping[str, Any]) -> tuple[Any, pd.DataFrame]:
+    """The dataset and its folds as a trial config names them (data, skip_bad, k, folds_seed,
+    group_pattern, group_column): the one place a config becomes folds.
+
+    Returns:
+        ``(dataset, folds_for(...) output)``.
+    """
+    from trainables.data import folds_for, load_dataset
+
+    ds = load_dataset(config["data"], skip_bad=bool(config.get("skip_bad", False)))
+    folds = folds_for(ds, k=int(config["k"]), seed=int(config["folds_seed"]),
+                      group_pattern=config["group_pattern"], group_column=config.get("group_column"))  # fmt: skip
+    return ds, folds
 
 
 def trial_rows(config: dict[str, Any], folds: pd.DataFrame) -> TrialRows:

@@ -21,7 +21,7 @@ from trainables.config import merge_config
 from trainables.engine import Batcher, predict_proba
 from trainables.loader import CachedImages, EpochSampler, StackedImages, make_loader
 from trainables.runtime import Runtime
-from trainables.split import TrialRows, trial_rows, with_pseudo_labels
+from trainables.split import TrialRows, config_folds, trial_rows, with_pseudo_labels
 
 if TYPE_CHECKING:
     from trainables.factors import Factorisation
@@ -61,16 +61,9 @@ class TrialData:
 
 def load_trial_data(cfg: Mapping[str, Any]) -> TrialData:
     """Load the dataset, its folds, this fold's rows (plus any pseudo-labels) and the decoded images."""
-    from trainables.data import decoded_images, folds_for, load_dataset, with_object_crops
+    from trainables.data import decoded_images, with_object_crops
 
-    ds = load_dataset(cfg["data"], skip_bad=bool(cfg["skip_bad"]))
-    folds = folds_for(
-        ds,
-        k=int(cfg["k"]),
-        seed=int(cfg["folds_seed"]),
-        group_pattern=cfg["group_pattern"],
-        group_column=cfg["group_column"],
-    )
+    ds, folds = config_folds(cfg)
     rows = with_pseudo_labels(dict(cfg), ds, trial_rows(dict(cfg), folds))
     images = decoded_images(ds, "train", size=int(cfg["image_size"]))
     if cfg.get("pseudo_labels"):
