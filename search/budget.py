@@ -4,10 +4,12 @@ A competitor knows how long they can wait, not how many trials that buys. The pl
 fast this machine trains each backbone of the space (a few real optimizer steps per backbone and
 image size, remembered per machine), then spends the budget in this order of importance:
 
-1. **image size**, largest first from ``trainable.image_size``: a pretrained net fine-tuned on small data loses more from
-   smaller inputs than it gains from more trials or more ensemble members (on sketchy125 a
-   38-minute plan that went down to 64 px to keep 11 trials and 2 refit models scored 0.35,
-   13 points below one 128 px fine-tune of the same time);
+1. **image size**, largest first from ``trainable.image_size`` (which may be above the images' own
+   size: they are upsampled): a pretrained net fine-tuned on small data loses more from smaller
+   inputs than it gains from more trials or more ensemble members (on sketchy125 a 38-minute plan
+   that went down to 64 px to keep 11 trials and 2 refit models scored 0.35, 13 points below one
+   128 px fine-tune of the same time; its 128 px sketches upsampled to 192 px scored 8 points
+   above 128 px on fold 0);
 2. **ensemble members and a search that explores** (3, then 2 refit models, with enough trials
    for a space-filling start), then a short search (at least two rounds of the trial slots)
    with 2, then 1 refit model;
@@ -41,7 +43,7 @@ from search.config import ConfigError, dimensions
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZES = (160, 128, 112, 96, 64)  # tried largest first
+IMAGE_SIZES = (224, 192, 160, 128, 112, 96, 64)  # tried largest first, up to trainable.image_size
 EPOCH_CHOICES = (12, 10, 8, 6)
 REFERENCE_SIZE = 128
 # Seconds a trial costs besides its epochs: model build, data and cache open, checkpoints. Workers
@@ -164,7 +166,8 @@ def plan_budget(
     shapes = ((3, explore), (2, explore), (2, short), (1, short))
     plan = None
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
-    measured = {b: measure_speed(b, REFERENCE_SIZE, int(cfg.trainable.batch_size), threads) for b in backbones}
+    batch, frozen = int(cfg.trainable.batch_size), int(cfg.trainable.get("freeze_stages", 0))
+    measured = {b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen) for b in backbones}
     # The config's image size is the largest the plan may choose (the space's, or the user's).
     sizes = [z for z in IMAGE_SIZES if z <= int(cfg.trainable.image_size)] or [min(IMAGE_SIZES)]
     for size in sizes:
@@ -259,7 +262,7 @@ def _backbones(cfg: DictConfig) -> list[str]:
     return [str(cfg.trainable.backbone)]
 
 
-def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int) -> float:
+def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int, freeze_stages: int = 0) -> float:
     """Training seconds per image (forward, backward, AdamW step) on this machine's CPU.
 
     What earlier searches' trials on this machine measured wins (:func:`remember_trial_speeds`:
@@ -268,14 +271,14 @@ def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int)
     backbone), in the trial's own memory format and batch size (channels_last is 1.7x faster
     than NCHW for Lite0 on one core; a smaller batch than the trial's was 1.1x slower), times
     :data:`PIPELINE_FACTOR`. Both live in ``<runs>/cache/speed.json``, per machine, backbone,
-    size, batch and thread count.
+    size, batch, thread count and frozen stages (Lite0 steps 1.7x faster with 3 frozen).
     """
-    key = _speed_key(backbone, image_size, batch_size, threads)
+    key = _speed_key(backbone, image_size, batch_size, threads, freeze_stages)
     path, known = _speed_cache()
     if f"observed|{key}" in known:
         return float(known[f"observed|{key}"])
     if key not in known:
-        known[key] = _time_steps(backbone, image_size, batch_size, threads) * PIPELINE_FACTOR
+        known[key] = _time_steps(backbone, image_size, batch_size, threads, freeze_stages) * PIPELINE_FACTOR
         atomic_write_json(path, known)
     return float(known[key])
 
@@ -302,15 +305,15 @@ def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, flo
         speeds = frame.drop_duplicates("epoch", keep="last")["img_per_s"].dropna().to_numpy()[1:]
         size = int(config["image_size"])
         scale = (REFERENCE_SIZE / size) ** 2  # a convnet's cost grows with the pixels
-        key = (str(config["backbone"]), int(config["batch_size"]))
+        key = (str(config["backbone"]), int(config["batch_size"]), int(config.get("freeze_stages", 0)))
         samples.setdefault(key, []).extend(scale / v for v in speeds if v > 0)
     medians = {key: float(np.median(values)) for key, values in samples.items() if values}
     if medians:
         path, known = _speed_cache()
-        for (backbone, batch), seconds in medians.items():
-            known[f"observed|{_speed_key(backbone, REFERENCE_SIZE, batch, threads)}"] = seconds
+        for (backbone, batch, frozen), seconds in medians.items():
+            known[f"observed|{_speed_key(backbone, REFERENCE_SIZE, batch, threads, frozen)}"] = seconds
         atomic_write_json(path, known)
-    return {backbone: seconds for (backbone, _), seconds in medians.items()}
+    return {backbone: seconds for (backbone, _, _), seconds in medians.items()}
 
 
 def _speed_cache() -> tuple[Path, dict[str, float]]:
@@ -319,12 +322,13 @@ def _speed_cache() -> tuple[Path, dict[str, float]]:
     return path, json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _speed_key(backbone: str, image_size: int, batch_size: int, threads: int) -> str:
+def _speed_key(backbone: str, image_size: int, batch_size: int, threads: int, freeze_stages: int) -> str:
     machine = (platform.machine(), os.cpu_count(), _SPEED_VERSION)
-    return "|".join(map(str, (backbone, image_size, batch_size, threads, *machine)))
+    frozen = (f"frozen{freeze_stages}",) if freeze_stages else ()  # keys of a plain fine-tune read as before
+    return "|".join(map(str, (backbone, image_size, batch_size, threads, *frozen, *machine)))
 
 
-def _time_steps(backbone: str, image_size: int, batch: int, threads: int) -> float:
+def _time_steps(backbone: str, image_size: int, batch: int, threads: int, freeze_stages: int) -> float:
     import torch
     import torch.nn.functional as F
 
@@ -334,9 +338,9 @@ def _time_steps(backbone: str, image_size: int, batch: int, threads: int) -> flo
     torch.set_num_threads(threads)
     try:
         channels_last = torch.channels_last  # as the trials train (trainables.timm_classifier)
-        model = create_model(backbone, 100, pretrained=False, image_size=image_size).train()
+        model = create_model(backbone, 100, image_size=image_size, freeze_stages=freeze_stages).train()
         model = model.to(memory_format=channels_last)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         images = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=channels_last)
         labels = torch.randint(0, 100, (batch,))
 

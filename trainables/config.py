@@ -33,6 +33,7 @@ step_size           ``3``                      epochs between decays (``step``) 
 gamma               ``0.1``                    decay factor (``step``, ``plateau``)
 drop_rate           ``0.0``                    dropout before the classifier
 drop_path_rate      ``0.0``                    stochastic depth (models that support it)
+freeze_stages       ``0``                      freeze the stem and this many stages after it (weights and batch-norm statistics)
 label_smoothing     ``0.1``                    on hard and on mixed targets
 seed                ``0``                      seeds model init, data order, augmentation, mixing
 num_workers         ``"auto"``                 DataLoader workers; ``auto`` sizes them to the trial's CPU share
@@ -136,12 +137,13 @@ BASE_DEFAULTS: dict[str, Any] = {
     "pretrained": True,
     "drop_rate": 0.0,
     "drop_path_rate": 0.0,
+    "freeze_stages": 0,
     "targets": TARGETS_DEFAULTS,
 }
 
 # Keys newer than the checkpoint format, saved only when set (:func:`saved_config`): a checkpoint's
 # config then reads as before, for older code.
-SAVED_IF_SET = ("group_column", "targets", "pseudo_labels", "skip_bad")
+SAVED_IF_SET = ("group_column", "targets", "pseudo_labels", "skip_bad", "freeze_stages")
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "optimizer": ("adamw", "sgd"),
@@ -220,6 +222,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ValueError(f"config num_workers={nw!r} must be 'auto' or an integer >= 0")
     if not isinstance(config["skip_bad"], bool):
         raise ValueError(f"config skip_bad={config['skip_bad']!r} must be true or false")
+    freeze_stages = config.get("freeze_stages", 0)
+    if not (isinstance(freeze_stages, int) and not isinstance(freeze_stages, bool) and freeze_stages >= 0):
+        raise ValueError(f"config freeze_stages={freeze_stages!r} must be an integer >= 0 (0 trains every layer)")
     for key in ("drop_rate", "drop_path_rate", "label_smoothing"):
         if key in config and not 0.0 <= float(config[key]) < 1.0:
             raise ValueError(f"config {key}={config[key]!r} must be in [0, 1)")

@@ -23,7 +23,7 @@ from trainables.runtime import Runtime
 from trainables.trialkit import TrialData, image_loaders, image_predictions
 
 # Keys that fix the network and its input; predict refuses a config that contradicts them.
-_ARCH_KEYS = ("backbone", "image_size", "targets", "aug.edge")
+_ARCH_KEYS = ("backbone", "image_size", "targets", "aug.edge", "freeze_stages")
 
 
 @dataclass
@@ -95,6 +95,7 @@ class TimmClassifier(TrainableBase):
             drop_rate=float(cfg["drop_rate"]),
             drop_path_rate=float(cfg["drop_path_rate"]),
             image_size=int(cfg["image_size"]),
+            freeze_stages=int(cfg["freeze_stages"]),
         )
         mean, std = normalization(model)
         model.to(runtime.device, memory_format=torch.channels_last)
@@ -112,7 +113,10 @@ class TimmClassifier(TrainableBase):
         cfg, meta = request.config, request.meta
         factors = Factorisation.from_meta(meta["factors"]) if meta.get("factors") else None
         outputs = factors.num_outputs if factors is not None else len(meta["classes"])
-        model = create_model(cfg["backbone"], outputs, pretrained=False, image_size=cfg["image_size"])
+        model = create_model(
+            cfg["backbone"], outputs, pretrained=False, image_size=cfg["image_size"],
+            freeze_stages=int(cfg.get("freeze_stages", 0)),  # frozen batch norms keep no step counter
+        )  # fmt: skip
         model.load_state_dict(load_model_state(request.checkpoint))
         model.to(request.runtime.device, memory_format=torch.channels_last)
         batcher = Batcher(request.runtime, meta["mean"], meta["std"])

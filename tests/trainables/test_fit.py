@@ -72,6 +72,31 @@ def test_predict_refuses_a_contradicting_config(trained: dict[str, Any]) -> None
         create_trainable("timm").predict({**trained["config"], "backbone": "test_vit"}, trained["checkpoint"])
 
 
+def test_frozen_stages_stay_as_built_and_the_checkpoint_predicts(tiny_data: Path, tmp_path: Path) -> None:
+    from trainables.checkpoint import load_model_state
+
+    t = create_trainable("timm")
+    states = {}
+    for epochs in (1, 2):
+        session = InlineSession(tmp_path / f"e{epochs}", verbose=False)
+        final = t.fit(tiny_config(tiny_data, epochs=epochs, freeze_stages=1), session)
+        states[epochs] = load_model_state(session.latest_checkpoint())
+    # Same seed, same initial weights: the stem and layer1 never moved, the later layers did.
+    frozen = [k for k in states[1] if k.startswith(("conv1.", "bn1.", "layer1."))]
+    assert frozen and all(torch.equal(states[1][k], states[2][k]) for k in frozen)
+    assert not torch.equal(states[1]["layer4.0.conv1.weight"], states[2]["layer4.0.conv1.weight"])
+    assert not any(k.endswith("num_batches_tracked") for k in frozen)  # frozen batch norms
+    from trainables.data import folds_for, load_dataset
+
+    config = tiny_config(tiny_data, epochs=2, freeze_stages=1)
+    folds = folds_for(load_dataset(config["data"]), k=config["k"], seed=0)
+    val = np.flatnonzero(folds["fold"].to_numpy() == 0)
+    probs = t.predict(config, session.latest_checkpoint(), split="train", rows=val)
+    acc = float((probs.argmax(1) == folds["target"].to_numpy()[val]).mean())
+    assert acc == pytest.approx(final["val_acc"], abs=1e-9)  # the frozen layout loads back as trained
+    assert read_meta(session.latest_checkpoint())["config"]["freeze_stages"] == 1
+
+
 class _Crash(RuntimeError):
     pass
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import timm
@@ -47,3 +48,29 @@ def test_reference_backbones_build_for_500_classes_at_128px(
         assert model(torch.zeros(1, 3, 128, 128)).shape == (1, 500)
     if backbone == "densenet121":  # no stochastic depth in timm's DenseNet: said, not fatal
         assert "drop_path_rate=0.1 ignored" in caplog.text
+
+
+@pytest.mark.parametrize("backbone", ["test_efficientnet", "test_convnext", "test_resnet"])
+def test_freeze_stages_freezes_the_stem_and_early_stages_and_never_the_head(backbone: str) -> None:
+    model = create_model(backbone, 5, freeze_stages=1)
+    trains = {name for name, p in model.named_parameters() if p.requires_grad}
+    head = model.get_classifier()
+    assert {id(p) for p in head.parameters()} <= {id(p) for p in model.parameters() if p.requires_grad}
+    stem = next(iter(model.group_matcher(coarse=True).values()))  # timm's regex of the stem
+    stem_params = [name for name, _ in model.named_parameters() if re.match(stem, name)]
+    assert stem_params and not set(stem_params) & trains
+    assert 0 < len(trains) < len(list(model.parameters()))
+
+
+def test_frozen_batch_norms_keep_their_statistics_in_train_mode() -> None:
+    model = create_model("test_efficientnet", 5, freeze_stages=1).train()
+    stem = torch.nn.Sequential(model.conv_stem, model.bn1)
+    x = torch.randn(4, 3, 32, 32)
+    before = stem(x).detach()
+    stem(torch.randn(8, 3, 32, 32) * 5 + 3)  # a training batch of other statistics
+    assert torch.equal(stem(x).detach(), before)
+
+
+def test_freeze_stages_beyond_the_network_says_how_many_it_has() -> None:
+    with pytest.raises(ValueError, match=r"freeze_stages=99: .* use 0 to \d+"):
+        create_model("test_resnet", 5, freeze_stages=99)
