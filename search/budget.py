@@ -44,7 +44,7 @@ from search.config import ConfigError, dimensions
 log = logging.getLogger(__name__)
 
 IMAGE_SIZES = (224, 192, 160, 128, 112, 96, 64)  # tried largest first, up to trainable.image_size
-EPOCH_CHOICES = (12, 10, 8, 6)
+EPOCH_CHOICES = (12, 10, 8, 6, 5, 4)  # a full warmup-and-cosine cycle each
 REFERENCE_SIZE = 128
 # Seconds a trial costs besides its epochs: model build, data and cache open, checkpoints. Workers
 # are reused between trials (bench_overhead: +0.5 s per trial per slot over an inline fit), so
@@ -168,15 +168,18 @@ def plan_budget(
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
     batch, frozen = int(cfg.trainable.batch_size), int(cfg.trainable.get("freeze_stages", 0))
     measured = {b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen) for b in backbones}
+    forward = sum(measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones) / len(backbones)
     # The config's image size is the largest the plan may choose (the space's, or the user's).
     sizes = [z for z in IMAGE_SIZES if z <= int(cfg.trainable.image_size)] or [min(IMAGE_SIZES)]
     for size in sizes:
         speed = {b: s * (size / REFERENCE_SIZE) ** 2 for b, s in measured.items()}
         per_image = sum(speed.values()) / len(speed)
+        per_forward = forward * (size / REFERENCE_SIZE) ** 2
         for top_k, min_trials in shapes:
             for epochs in EPOCH_CHOICES:
                 plan = _plan(
-                    cfg, budget, slots, size, epochs, per_image, speed, n_train, n_test, k, top_k, min_trials, epoch_rows
+                    cfg, budget, slots, size, epochs, (per_image, per_forward), speed, n_train, n_test, k, top_k,
+                    min_trials, epoch_rows,
                 )
                 if plan.fits:
                     return replace(plan, explore_trials=explore)
@@ -185,22 +188,26 @@ def plan_budget(
 
 
 def _plan(
-    cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, per_image: float,
+    cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, per_image: tuple[float, float],
     speed: dict[str, float], n_train: int, n_test: int, k: int, top_k: int, min_trials: int,
     epoch_rows: int | None,
 ) -> BudgetPlan:  # fmt: skip
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
-    tta = 2 if cfg.oof.get("tta_flip") else 1
-    epoch_s = fold_train * per_image + fold_val * per_image / 3  # evaluation ~ a third of a step
+    step, forward = per_image  # seconds per image: a training step; a prediction
+    val_views = 2 if cfg.trainable.get("tta_flip") else 1
+    views = 2 if cfg.oof.get("tta_flip") else 1
+    epoch_s = fold_train * step + fold_val * forward * val_views
     trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
     # The trial that survives every rung runs its whole schedule in one slot: the search cannot
     # end before it, and a cap that cut it would leave the best model half-trained.
     longest_s = epoch_s * epochs + TRIAL_OVERHEAD_S
-    fold_s = epoch_s * epochs + n_test * per_image / 3 * tta + TRIAL_OVERHEAD_S
+    fold_s = epoch_s * epochs + (fold_val + n_test) * forward * views + TRIAL_OVERHEAD_S  # then it predicts
     usable = budget * (1 - RESERVE)
     # Promotion keeps each model's search trial as its fold 0: only K-1 folds are trained.
     trained_folds = k - 1 if cfg.oof.get("mode") == "promote" else k
     oof_s = math.ceil(top_k * trained_folds / slots) * fold_s  # fold fits run in rounds of the slots
+    if trained_folds < k:  # a promoted model's fold 0 predicts from its search checkpoint, beside them
+        oof_s += top_k * (fold_val + n_test) * forward * views / slots
     trials = math.floor((usable - oof_s) * slots / trial_s) if usable - oof_s >= longest_s else 0
     fits = trials >= min_trials
     trials = max(trials, min_trials) if fits else min_trials
@@ -283,6 +290,23 @@ def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int,
     return float(known[key])
 
 
+def measure_forward(backbone: str, image_size: int, batch_size: int, threads: int) -> float:
+    """Prediction seconds per image (a forward pass in inference mode) on this machine's CPU.
+
+    Validation after every epoch and a fold's test predictions cost a forward pass per image and
+    view, whatever is frozen: with the early stages frozen a training step gets cheaper and a
+    prediction does not (Lite0 at 192 px on one core: 21 img/s trained in a search, 40 predicted;
+    priced as a third of a training step, the test predictions of a fold took 3x their estimate).
+    Probed like :func:`measure_speed` and kept beside it in ``speed.json``.
+    """
+    key = "forward|" + _speed_key(backbone, image_size, batch_size, threads, 0)
+    path, known = _speed_cache()
+    if key not in known:
+        known[key] = _time_forward(backbone, image_size, batch_size, threads) * PIPELINE_FACTOR
+        atomic_write_json(path, known)
+    return float(known[key])
+
+
 def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, float]:
     """Store the training speed a search's trials measured, for the next plan on this machine.
 
@@ -355,6 +379,28 @@ def _time_steps(backbone: str, image_size: int, batch: int, threads: int, freeze
             step()
             steps += 1
         return (time.perf_counter() - start) / (steps * batch)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _time_forward(backbone: str, image_size: int, batch: int, threads: int) -> float:
+    import torch
+
+    from trainables.models import create_model
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        channels_last = torch.channels_last
+        model = create_model(backbone, 100, image_size=image_size).eval().to(memory_format=channels_last)
+        images = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=channels_last)
+        with torch.inference_mode():
+            model(images)  # the first pass allocates
+            start, passes = time.perf_counter(), 0
+            while passes < 2 or (passes < 8 and time.perf_counter() - start < 1.0):
+                model(images)
+                passes += 1
+        return (time.perf_counter() - start) / (passes * batch)
     finally:
         torch.set_num_threads(previous)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import platform
 
 import pytest
 
@@ -48,7 +50,9 @@ def test_promotion_buys_more_search_than_a_refit_of_every_fold() -> None:
     promote = plan_budget(load_config([*base, "oof.mode=promote"]), n_train=735, n_test=240, slots=2)
     assert (refit.image_size, refit.epochs, refit.top_k) == (promote.image_size, promote.epochs, promote.top_k)
     rounds = math.ceil(promote.top_k * 4 / 2), math.ceil(refit.top_k * 5 / 2)  # fold fits in rounds of 2 slots
-    assert promote.oof_s == pytest.approx(refit.oof_s * rounds[0] / rounds[1])
+    fits_s = refit.oof_s * rounds[0] / rounds[1]
+    # Besides its K-1 fold fits, a promoted model's fold 0 predicts from its search checkpoint.
+    assert fits_s < promote.oof_s < fits_s + 0.5 * refit.oof_s / rounds[1]
     assert promote.trials >= refit.trials
     assert any("promoted to every other fold" in line for line in promote.lines())
 
@@ -85,3 +89,18 @@ def test_an_epoch_is_priced_on_the_rows_it_trains_balancing_copies_included() ->
     cheap = plan_budget(plain, n_train=735, n_test=240, slots=2, epoch_rows=raw)
     dear = plan_budget(plain, n_train=735, n_test=240, slots=2, epoch_rows=2 * raw)
     assert dear.epoch_s > 1.5 * cheap.epoch_s  # validation rows are priced the same in both
+
+
+def test_frozen_stages_have_their_own_speed_and_sizes_above_the_images_own_are_planned() -> None:
+    """Freezing changes what a step costs, so it is probed apart; a long budget may upsample."""
+    from common.io import runs_dir
+
+    base = ["trainable.backbone=test_efficientnet", "trainable.pretrained=false", "trainable.image_size=192"]
+    frozen = plan_budget(load_config([*base, "trainable.freeze_stages=1", "budget=4h"]), n_train=735, n_test=240, slots=2)
+    assert frozen.fits and frozen.image_size == 192
+    plan_budget(load_config([*base, "budget=4h"]), n_train=735, n_test=240, slots=2)
+    probed = json.loads((runs_dir() / "cache" / "speed.json").read_text())
+    assert [key.split("|")[:5] for key in probed] == [
+        ["test_efficientnet", "128", "64", "1", "frozen1"],
+        ["test_efficientnet", "128", "64", "1", platform.machine()],
+    ]
