@@ -96,11 +96,14 @@ def test_frozen_stages_have_their_own_speed_and_sizes_above_the_images_own_are_p
     from common.io import runs_dir
 
     base = ["trainable.backbone=test_efficientnet", "trainable.pretrained=false", "trainable.image_size=192"]
-    frozen = plan_budget(load_config([*base, "trainable.freeze_stages=1", "budget=4h"]), n_train=735, n_test=240, slots=2)
+    cfg = load_config([*base, "trainable.freeze_stages=1", "budget=4h"])
+    frozen = plan_budget(cfg, n_train=735, n_test=240, slots=2)
     assert frozen.fits and frozen.image_size == 192
     plan_budget(load_config([*base, "budget=4h"]), n_train=735, n_test=240, slots=2)
-    probed = json.loads((runs_dir() / "cache" / "speed.json").read_text())
-    assert [key.split("|")[:5] for key in probed] == [
-        ["test_efficientnet", "128", "64", "1", "frozen1"],
-        ["test_efficientnet", "128", "64", "1", platform.machine()],
-    ]
+    probed = [key.split("|") for key in json.loads((runs_dir() / "cache" / "speed.json").read_text())]
+    model = ["test_efficientnet", "128", str(cfg.trainable.batch_size), "1"]
+    assert [*model, "frozen1", platform.machine()] in [key[:6] for key in probed]
+    assert [*model, platform.machine()] in [key[:5] for key in probed]
+    # Predictions are probed apart too (a forward pass at the evaluation batch, frozen or not).
+    batch = 2 * int(cfg.trainable.batch_size)
+    assert ["forward", "test_efficientnet", "128", str(batch), "1", platform.machine()] in [key[:6] for key in probed]
