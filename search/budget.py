@@ -28,7 +28,8 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -188,12 +189,12 @@ def plan_budget(
 
 
 def _plan(
-    cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, per_image: tuple[float, float],
+    cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: tuple[float, float],
     speed: dict[str, float], n_train: int, n_test: int, k: int, top_k: int, min_trials: int,
     epoch_rows: int | None,
 ) -> BudgetPlan:  # fmt: skip
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
-    step, forward = per_image  # seconds per image: a training step; a prediction
+    step, forward = image_s  # seconds per image: a training step; a prediction
     val_views = 2 if cfg.trainable.get("tta_flip") else 1
     views = 2 if cfg.oof.get("tta_flip") else 1
     epoch_s = fold_train * step + fold_val * forward * val_views
@@ -358,9 +359,7 @@ def _time_steps(backbone: str, image_size: int, batch: int, threads: int, freeze
 
     from trainables.models import create_model
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _threads(threads):
         channels_last = torch.channels_last  # as the trials train (trainables.timm_classifier)
         model = create_model(backbone, 100, image_size=image_size, freeze_stages=freeze_stages).train()
         model = model.to(memory_format=channels_last)
@@ -373,14 +372,7 @@ def _time_steps(backbone: str, image_size: int, batch: int, threads: int, freeze
             F.cross_entropy(model(images), labels).backward()
             optimizer.step()
 
-        step()  # the first step allocates; it is not what an epoch costs
-        start, steps = time.perf_counter(), 0
-        while steps < 2 or (steps < 8 and time.perf_counter() - start < 1.0):
-            step()
-            steps += 1
-        return (time.perf_counter() - start) / (steps * batch)
-    finally:
-        torch.set_num_threads(previous)
+        return _seconds_per_call(step) / batch
 
 
 def _time_forward(backbone: str, image_size: int, batch: int, threads: int) -> float:
@@ -388,21 +380,34 @@ def _time_forward(backbone: str, image_size: int, batch: int, threads: int) -> f
 
     from trainables.models import create_model
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _threads(threads), torch.inference_mode():
         channels_last = torch.channels_last
         model = create_model(backbone, 100, image_size=image_size).eval().to(memory_format=channels_last)
         images = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=channels_last)
-        with torch.inference_mode():
-            model(images)  # the first pass allocates
-            start, passes = time.perf_counter(), 0
-            while passes < 2 or (passes < 8 and time.perf_counter() - start < 1.0):
-                model(images)
-                passes += 1
-        return (time.perf_counter() - start) / (passes * batch)
+        return _seconds_per_call(lambda: model(images)) / batch
+
+
+@contextmanager
+def _threads(threads: int) -> Iterator[None]:
+    """Torch's intra-op threads set to a trial's CPU share for a probe, then put back."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _seconds_per_call(call: Callable[[], object]) -> float:
+    """Mean seconds of ``call`` over 2 to 8 calls (about a second), after one that allocates."""
+    call()  # the first call allocates; it is not what an epoch costs
+    start, calls = time.perf_counter(), 0
+    while calls < 2 or (calls < 8 and time.perf_counter() - start < 1.0):
+        call()
+        calls += 1
+    return (time.perf_counter() - start) / calls
 
 
 def _fmt(seconds: float) -> str:

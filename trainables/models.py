@@ -49,7 +49,7 @@ def create_model(
         drop_rate: Dropout before the classifier.
         drop_path_rate: Stochastic depth; only passed when > 0, since not every model takes it.
         image_size: Input side, passed as ``img_size`` to models with a fixed input size (ViTs).
-        freeze_stages: Freeze the stem and this many stages after it (:func:`freeze_stages`).
+        freeze_stages: Freeze the stem and this many stages after it (:func:`freeze_early_stages`).
 
     Returns:
         The model on CPU in train mode.

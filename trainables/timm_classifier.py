@@ -115,7 +115,7 @@ class TimmClassifier(TrainableBase):
         outputs = factors.num_outputs if factors is not None else len(meta["classes"])
         model = create_model(
             cfg["backbone"], outputs, pretrained=False, image_size=cfg["image_size"],
-            freeze_stages=int(cfg.get("freeze_stages", 0)),  # frozen batch norms keep no step counter
+            freeze_stages=int(cfg["freeze_stages"]),  # the frozen layout the checkpoint was saved in
         )  # fmt: skip
         model.load_state_dict(load_model_state(request.checkpoint))
         model.to(request.runtime.device, memory_format=torch.channels_last)
