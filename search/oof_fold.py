@@ -92,7 +92,13 @@ class FoldSession(InlineSession):
     The checkpoints stay on the fold's own directory rather than in Ray's storage: the fold is
     finished by its predictions, not by a checkpoint, and keeping one copy halves the disk a
     refit of many models needs.
+
+    Only the last epoch is validated: the fold is scored by its predictions after the fit, and an
+    epoch's validation only draws a curve, at about 8% of a fold's time when the early stages are
+    frozen (a step is cheaper, a prediction is not).
     """
+
+    validate_every_epoch = False
 
     def __init__(self, out_dir: Path, forward: Callable[[dict[str, Any]], None] | None = None) -> None:
         super().__init__(out_dir, resume=True, verbose=forward is None)

@@ -10,6 +10,7 @@ that a checkpoint belongs to this config, dataset and fold split, and the metric
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -162,6 +163,10 @@ def train(trial: Trial, session: Session, name: str, defaults: Mapping[str, Any]
         _report(session, trial, name, defaults, history, opt.state(-1, 0, None))
     n_val = len(trial.data.rows.val_rows)
     has_val = n_val > 0
+    last = int(cfg["epochs"]) - 1
+    # A session may want only the last epoch validated (a fold fit, scored by its predictions);
+    # ``plateau`` decays on the validation loss, so it validates every epoch whatever is asked.
+    every = getattr(session, "validate_every_epoch", True) or cfg.get("schedule") == "plateau"
     for epoch in range(start_epoch, int(cfg["epochs"])):
         trial.model.train()
         fit = run_epoch(
@@ -176,10 +181,11 @@ def train(trial: Trial, session: Session, name: str, defaults: Mapping[str, Any]
         )
         num_updates = int(fit.pop("num_updates"))
         trial.after_epoch()
-        val = trial.evaluate()
-        opt.scheduler.step_epoch(epoch, val["val_loss"] if has_val else fit["train_loss"])
+        validated = has_val and (every or epoch == last)
+        val = trial.evaluate() if validated or not has_val else {}
+        opt.scheduler.step_epoch(epoch, val["val_loss"] if validated else fit["train_loss"])
         # n_val: how many rows the score rests on (the search's scheduler weighs differences by it)
-        history.append({"epoch": epoch + 1, **val, **fit, **({"n_val": n_val} if has_val else {})})
+        history.append({"epoch": epoch + 1, **val, **fit, **({"n_val": n_val} if validated else {})})
         _report(
             session, trial, name, defaults, history, opt.state(epoch, num_updates, trial.sampler_state(epoch))
         )
@@ -271,7 +277,7 @@ def final_metrics(history: list[dict[str, Any]], n_train: int, n_dropped: int) -
     """The last epoch's metrics plus ``best_val_acc``, ``best_epoch``, ``n_train``, ``n_dropped``."""
     if not history:
         return {"epoch": 0, "n_train": n_train, "n_dropped": n_dropped}
-    accs = [h["val_acc"] for h in history]
+    accs = [h.get("val_acc", math.nan) for h in history]  # an epoch left unvalidated has none
     best = int(np.nanargmax(accs)) if not np.all(np.isnan(accs)) else len(history) - 1
     return {
         **history[-1],

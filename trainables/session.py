@@ -26,7 +26,12 @@ _TABLE_KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr", "im
 
 @runtime_checkable
 class Session(Protocol):
-    """The two calls a trainable makes on whoever runs it."""
+    """The two calls a trainable makes on whoever runs it.
+
+    A session may also have ``progress(epoch, done, total)`` (progress inside an epoch) and
+    ``validate_every_epoch = False`` (validate only the last epoch); the training core asks
+    for both with ``getattr``, so a session without them shows no progress and validates every epoch.
+    """
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         """Record one epoch's metrics; take ownership of ``checkpoint_dir`` if given."""

@@ -252,14 +252,16 @@ def test_a_fold_that_crashed_mid_training_continues_from_its_checkpoint(refit: d
         pass
 
     def crash_after_first(metrics: dict) -> None:
-        raise Crash(metrics["epoch"])
+        raise Crash(metrics)
 
-    with pytest.raises(Crash):
+    with pytest.raises(Crash) as first:
         run_fold(job, forward=crash_after_first)
     assert (fold_work_dir(job["model_dir"], 0) / "checkpoint_0001").is_dir()
-    seen: list[int] = []
-    result = run_fold(job, forward=lambda m: seen.append(int(m["epoch"])))
-    assert seen == [2]
+    # a fold is scored by its predictions: only its last epoch is validated
+    assert "val_acc" not in first.value.args[0] and first.value.args[0]["train_loss"] > 0
+    seen: list[dict] = []
+    result = run_fold(job, forward=seen.append)
+    assert [m["epoch"] for m in seen] == [2] and 0 <= seen[0]["val_acc"] <= 1
     assert not result["skipped"]
     assert not fold_work_dir(job["model_dir"], 0).exists()  # checkpoints go once predictions are saved
     assert run_fold(job)["skipped"]

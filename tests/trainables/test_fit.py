@@ -140,6 +140,29 @@ def test_resume_continues_at_next_epoch_with_identical_metrics(tiny_data: Path, 
     assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight.history]
 
 
+class _LastEpochSession(InlineSession):
+    validate_every_epoch = False  # as a fold fit asks (search.oof_fold.FoldSession)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_a_session_may_ask_for_the_last_epoch_only_to_be_validated(
+    tiny_data: Path, tmp_path: Path, schedule: str
+) -> None:
+    config = tiny_config(tiny_data, epochs=3, schedule=schedule, step_size=1)
+    every = InlineSession(tmp_path / "every", verbose=False)
+    create_trainable("timm").fit(config, every)
+    last = _LastEpochSession(tmp_path / "last", verbose=False)
+    final = create_trainable("timm").fit(config, last)
+    validated = ["val_acc" in h for h in last.history]
+    # plateau decays on the validation loss, so it is validated every epoch whatever is asked
+    assert validated == ([True] * 3 if schedule == "plateau" else [False, False, True])
+    # the same model either way: validation draws no random numbers the training uses
+    assert final["val_acc"] == every.history[-1]["val_acc"]
+    assert final["train_loss"] == every.history[-1]["train_loss"]
+    if schedule == "cosine":  # the only epoch scored is the last
+        assert final["best_epoch"] == 3 and final["best_val_acc"] == final["val_acc"]
+
+
 def test_refit_on_all_rows_has_no_validation(tiny_data: Path, tmp_path: Path) -> None:
     session = InlineSession(tmp_path, verbose=False)
     final = create_trainable("timm").fit(
