@@ -30,7 +30,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,11 @@ REFERENCE_SIZE = 128
 # are reused between trials (bench_overhead: +0.5 s per trial per slot over an inline fit), so
 # this is mostly the set-up inside the trial.
 TRIAL_OVERHEAD_S = 3.0
-# Share of the budget kept back for the ensemble stage, MLflow and the estimate's error.
-RESERVE = 0.1
+# Kept back from the budget: a share for the estimate's error (the planner's estimate of a
+# 38-minute compete run was 4% above what it took), and seconds for the ensemble stage, MLflow and
+# Ray's stop and start between the stages (54 s measured after that run's OOF).
+RESERVE = 0.05
+STAGES_S = 60.0
 # A trial's epoch also augments and batches its images, and the trial slots share the memory bus;
 # measured on sketchy125 (Lite0, 128 px, two one-thread slots), a search epoch's training took
 # 1.1x the bare channels_last optimizer steps of the same batch size timed alone.
@@ -78,7 +81,10 @@ class BudgetPlan:
         explore_trials: Trials a space-filling start needs; a plan with fewer is a short search.
         oof_mode: ``refit`` (every fold trained anew) or ``promote`` (the search trial is fold 0).
         sec_per_image: Measured training seconds per image at ``image_size``, per backbone.
-        epoch_s: Estimated seconds of one fold epoch (training and validation) on one slot.
+        epoch_s: Estimated seconds of one search epoch (training and validation) on one slot,
+            the space's backbones averaged.
+        model_s: Estimated seconds one model's OOF takes on the slots, per backbone.
+        oof_backbone: The backbone ``oof_s`` is priced at (the fastest).
     """
 
     budget_s: float
@@ -94,6 +100,8 @@ class BudgetPlan:
     explore_trials: int = 0
     oof_mode: str = "refit"
     epoch_s: float = 0.0
+    model_s: dict[str, float] = field(default_factory=dict)
+    oof_backbone: str = ""
 
     def lines(self) -> list[str]:
         """What was chosen and why, for the terminal."""
@@ -109,6 +117,11 @@ class BudgetPlan:
             f"measured training speed per slot: {speeds}"
         )
         out = [head, estimate]
+        if len(self.model_s) > 1:
+            out.append(
+                f"the OOF is priced at {self.oof_backbone}, the fastest; a slower model is chosen only "
+                f"while the chosen models' folds fit in its {_fmt(self.oof_s)}"
+            )
         if self.fits and self.trials < self.explore_trials:
             out.append(
                 f"note: {self.trials} trials cannot explore this space (a space-filling start needs "
@@ -169,18 +182,16 @@ def plan_budget(
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
     batch, frozen = int(cfg.trainable.batch_size), int(cfg.trainable.get("freeze_stages", 0))
     measured = {b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen) for b in backbones}
-    forward = sum(measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones) / len(backbones)
+    forwards = {b: measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones}
     # The config's image size is the largest the plan may choose (the space's, or the user's).
     sizes = [z for z in IMAGE_SIZES if z <= int(cfg.trainable.image_size)] or [min(IMAGE_SIZES)]
     for size in sizes:
-        speed = {b: s * (size / REFERENCE_SIZE) ** 2 for b, s in measured.items()}
-        per_image = sum(speed.values()) / len(speed)
-        per_forward = forward * (size / REFERENCE_SIZE) ** 2
+        scale = (size / REFERENCE_SIZE) ** 2  # a convnet's cost grows with the pixels
+        image_s = {b: (measured[b] * scale, forwards[b] * scale) for b in backbones}
         for top_k, min_trials in shapes:
             for epochs in EPOCH_CHOICES:
                 plan = _plan(
-                    cfg, budget, slots, size, epochs, (per_image, per_forward), speed, n_train, n_test, k, top_k,
-                    min_trials, epoch_rows,
+                    cfg, budget, slots, size, epochs, image_s, n_train, n_test, k, top_k, min_trials, epoch_rows
                 )
                 if plan.fits:
                     return replace(plan, explore_trials=explore)
@@ -189,34 +200,55 @@ def plan_budget(
 
 
 def _plan(
-    cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: tuple[float, float],
-    speed: dict[str, float], n_train: int, n_test: int, k: int, top_k: int, min_trials: int,
-    epoch_rows: int | None,
+    cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: dict[str, tuple[float, float]],
+    n_train: int, n_test: int, k: int, top_k: int, min_trials: int, epoch_rows: int | None,
 ) -> BudgetPlan:  # fmt: skip
+    """One candidate plan; ``image_s`` holds each backbone's seconds per image of a training step and
+    of a prediction at ``size``."""
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
-    step, forward = image_s  # seconds per image: a training step; a prediction
     val_views = 2 if cfg.trainable.get("tta_flip") else 1
     views = 2 if cfg.oof.get("tta_flip") else 1
+    # The search tries every backbone of the space: its epoch is their average.
+    step, forward = (sum(x) / len(image_s) for x in zip(*image_s.values(), strict=True))
     epoch_s = fold_train * step + fold_val * forward * val_views
     trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
     # The trial that survives every rung runs its whole schedule in one slot: the search cannot
     # end before it, and a cap that cut it would leave the best model half-trained.
     longest_s = epoch_s * epochs + TRIAL_OVERHEAD_S
-    fold_s = epoch_s * epochs + (fold_val + n_test) * forward * views + TRIAL_OVERHEAD_S  # then it predicts
-    usable = budget * (1 - RESERVE)
+    usable = budget * (1 - RESERVE) - STAGES_S
     # Promotion keeps each model's search trial as its fold 0: only K-1 folds are trained.
     trained_folds = k - 1 if cfg.oof.get("mode") == "promote" else k
-    oof_s = math.ceil(top_k * trained_folds / slots) * fold_s  # fold fits run in rounds of the slots
-    if trained_folds < k:  # a promoted model's fold 0 predicts from its search checkpoint, beside them
-        oof_s += top_k * (fold_val + n_test) * forward * views / slots
+    promoted = trained_folds < k  # a promoted model's fold 0 predicts from its search checkpoint
+
+    # A fold fit validates only its last epoch (search.oof_fold), unless plateau decays on it.
+    validations = epochs if cfg.trainable.get("schedule") == "plateau" else 1
+
+    def fold_s(backbone: str) -> float:
+        """A fold fit: its epochs and validation, then its predictions."""
+        step, forward = image_s[backbone]
+        return (
+            epochs * fold_train * step + validations * fold_val * forward * val_views
+            + (fold_val + n_test) * forward * views + TRIAL_OVERHEAD_S
+        )  # fmt: skip
+
+    def fold0_s(backbone: str) -> float:
+        return (fold_val + n_test) * image_s[backbone][1] * views if promoted else 0.0
+
+    # The OOF is priced at the fastest backbone; promotion takes a slower one only where the
+    # time allows (oof.model_s, oof.time_budget_s), so the plan does not pay for the slowest.
+    fastest = min(image_s, key=lambda b: image_s[b][0])
+    oof_s = math.ceil(top_k * trained_folds / slots) * fold_s(fastest)  # fold fits run in rounds of the slots
+    oof_s += top_k * fold0_s(fastest) / slots
+    model_s = {b: (trained_folds * fold_s(b) + fold0_s(b)) / slots for b in image_s}
     trials = math.floor((usable - oof_s) * slots / trial_s) if usable - oof_s >= longest_s else 0
     fits = trials >= min_trials
     trials = max(trials, min_trials) if fits else min_trials
     search_s = max(usable - oof_s, trial_s * math.ceil(trials / slots), longest_s)
-    mode = str(cfg.oof.get("mode"))
+    speed = {b: s for b, (s, _) in image_s.items()}
     return BudgetPlan(
-        budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed, oof_mode=mode, epoch_s=epoch_s
-    )
+        budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed,
+        oof_mode=str(cfg.oof.get("mode")), epoch_s=epoch_s, model_s=model_s, oof_backbone=fastest,
+    )  # fmt: skip
 
 
 def _asha_epochs(cfg: DictConfig, epochs: int) -> float:
@@ -246,6 +278,8 @@ def apply_plan(cfg: DictConfig, plan: BudgetPlan) -> None:
     cfg.tune.num_samples = plan.trials
     cfg.tune.time_budget_s = round(plan.search_s)
     cfg.oof.top_k = plan.top_k
+    cfg.oof.time_budget_s = round(plan.oof_s)
+    cfg.oof.model_s = {b: float(round(seconds)) for b, seconds in plan.model_s.items()}
 
 
 def fold_epoch_rows(cfg: DictConfig) -> int:

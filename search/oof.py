@@ -50,7 +50,7 @@ from search.oof_data import data_facts
 from search.oof_fold import fetch_shipped, make_job, ray_fold_trial
 from search.oof_promote import NothingToPromote, Promotion, promote
 from search.oof_report import print_summary, save_leaderboard
-from search.oof_select import RefitModel, select_models
+from search.oof_select import OofTime, RefitModel, select_models, take_in_time
 from search.preflight import preflight
 from search.progress import LiveReporter, setup_logging
 from search.search_result import SearchResult, load_search_result
@@ -234,12 +234,16 @@ def _select(cfg: DictConfig, found: SearchResult) -> tuple[list[RefitModel], Pro
         except NothingToPromote as err:
             # A short budget can end every trial early; refitting them beats ending with nothing.
             log.warning("%s: refitting the best %d on every fold instead", err, int(cfg.oof.top_k))
-    models = promotion.models or select_models(
-        found,
-        trainable=str(cfg.trainable.name),
-        top_k=int(cfg.oof.top_k),
-        max_per_backbone=cfg.oof.max_per_backbone,
-        epochs=cfg.oof.epochs,
+    models = promotion.models or take_in_time(
+        select_models(
+            found,
+            trainable=str(cfg.trainable.name),
+            top_k=len(found.trials),  # then as many of them as the OOF's time fits (budget=), up to top_k
+            max_per_backbone=cfg.oof.max_per_backbone,
+            epochs=cfg.oof.epochs,
+        ),
+        int(cfg.oof.top_k),
+        OofTime.from_config(cfg.oof),
     )
     overrides = {k: cfg.trainable[k] for k in RUNTIME_TRAINABLE_KEYS if k in cfg.trainable}
     return [replace(m, config={**m.config, **overrides}) for m in models], promotion

@@ -16,7 +16,15 @@ from omegaconf import DictConfig
 
 from search.leaderboard import STATUS_CUT, STATUS_DONE, STATUS_STOPPED
 from search.oof_data import data_facts
-from search.oof_select import NoUsableTrial, RefitModel, candidates, cap_per_backbone, select_by_gain
+from search.oof_select import (
+    NoUsableTrial,
+    OofTime,
+    RefitModel,
+    candidates,
+    cap_per_backbone,
+    select_by_gain,
+    take_in_time,
+)
 from search.search_result import SearchResult
 
 log = logging.getLogger("search.oof")
@@ -53,7 +61,9 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
     predictions, as the search left them, add to the fold-0 ensemble of those already chosen,
     and a stopped trial's predictions come from fewer epochs, so it wins a place by being
     different, not by being trained longer. ``score`` takes them by search score. Either way the
-    promoted model is the trial's own, trained to the end of its full schedule.
+    promoted model is the trial's own, trained to the end of its full schedule. Under
+    ``budget=`` the chosen models' folds must fit in the time the plan gave the OOF
+    (:class:`~search.oof_select.OofTime`): a model too slow for it is passed over.
 
     Args:
         cfg: The refit's config (``oof.*``, ``trainable.name``).
@@ -75,14 +85,24 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
             "oof.mode=promote needs fold-0 trials that left a checkpoint on this machine's disk; this "
             "search has none (none trained an epoch, or Ray's storage is remote)"
         )
+    done = {m.model_id for m in finished}
+    time = _oof_time(cfg, [m for m in pool if m.model_id not in done], checkpoints)
     if cfg.oof.select == "gain" and len(pool) > 1:
         facts = data_facts(pool)
         rows = np.flatnonzero(facts.folds == 0)
         probs = {m.model_id: _predict(m, checkpoints[m.trial_id], rows, bool(cfg.oof.tta_flip)) for m in pool}
-        chosen = select_by_gain(pool, probs, facts.targets[rows], top_k=top_k, max_per_backbone=cap)
+        chosen = select_by_gain(pool, probs, facts.targets[rows], top_k=top_k, max_per_backbone=cap, time=time)
     else:
-        chosen = cap_per_backbone(pool, cap)[:top_k]
-    done = {m.model_id for m in finished}
+        chosen = take_in_time(cap_per_backbone(pool, cap), top_k, time)
+    if time.limited:
+        best = max(m.search_score for m in chosen)
+        slow = [f"{m.model_id} ({m.search_score:.4f}, {time.cost(m):.0f} s)" for m in pool
+                if m.search_score > best and not time.fits([], m)]  # fmt: skip
+        log.info(
+            "budget=: the OOF's %.0f s hold %s%s",
+            time.budget_s, ", ".join(f"{m.model_id} ({time.cost(m):.0f} s)" for m in chosen),
+            f"; better-scored but too slow to train on every fold in it: {', '.join(slow)}" if slow else "",
+        )  # fmt: skip
     out = Promotion(models=chosen)
     for model in chosen:
         target = out.predict_from if model.model_id in done else out.resume_from
@@ -95,6 +115,23 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
         f"; {', '.join(out.resume_from)} continue fold 0 from where the search stopped them" if out.resume_from else "",
     )
     return out
+
+
+def _oof_time(cfg: DictConfig, stopped: list[RefitModel], checkpoints: dict[str, str]) -> OofTime:
+    """The OOF's time; a stopped trial also costs the rest of its fold 0 (a fold's share of its
+    model's time, times the share of the schedule left)."""
+    from trainables.checkpoint import read_meta
+
+    time = OofTime.from_config(cfg.oof)
+    if not time.limited:
+        return time
+    trained_folds = max(int(cfg.trainable.k) - 1, 1)
+    extra = {}
+    for model in stopped:
+        reached = int(read_meta(checkpoints[model.trial_id])["epoch"])
+        left = max(model.epochs - reached, 0) / max(model.epochs, 1)
+        extra[model.model_id] = time.cost(model) / trained_folds * left
+    return OofTime(time.budget_s, time.model_s, extra)
 
 
 def _with_checkpoint(

@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,67 @@ def candidates(
     return found
 
 
+# The chosen models may exceed the OOF's planned time by this much: budget= keeps a reserve.
+TIME_SLACK = 1.05
+
+
+@dataclass(frozen=True)
+class OofTime:
+    """The time ``budget=`` gave the OOF, and what each model's folds cost in it.
+
+    The plan prices the OOF at the fastest backbone of the space; a slower model is chosen only
+    while the chosen models' costs add up to at most ``budget_s`` (times :data:`TIME_SLACK`).
+
+    Attributes:
+        budget_s: ``oof.time_budget_s``; None: no limit.
+        model_s: ``oof.model_s``: one model's OOF seconds per backbone (a backbone not in it costs
+            the dearest one that is).
+        extra_s: Seconds a model adds beyond its backbone's (a stopped trial's fold 0 to finish).
+    """
+
+    budget_s: float | None = None
+    model_s: Mapping[str, float] = field(default_factory=dict)
+    extra_s: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, oof: Any, extra_s: Mapping[str, float] | None = None) -> OofTime:
+        """From the config's ``oof:`` section (``time_budget_s``, ``model_s``)."""
+        budget, costs = oof.get("time_budget_s"), dict(oof.get("model_s") or {})
+        return cls(None if budget is None else float(budget), costs, dict(extra_s or {}))
+
+    @property
+    def limited(self) -> bool:
+        return self.budget_s is not None and bool(self.model_s)
+
+    def cost(self, model: RefitModel) -> float:
+        """Seconds ``model``'s OOF takes (0 without a plan)."""
+        if not self.model_s:
+            return 0.0
+        return self.model_s.get(model.backbone, max(self.model_s.values())) + self.extra_s.get(model.model_id, 0.0)
+
+    def fits(self, chosen: list[RefitModel], model: RefitModel) -> bool:
+        """Whether ``model`` still fits beside ``chosen``."""
+        if not self.limited:
+            return True
+        assert self.budget_s is not None
+        return sum(map(self.cost, [*chosen, model])) <= self.budget_s * TIME_SLACK
+
+
+def take_in_time(models: list[RefitModel], top_k: int, time: OofTime) -> list[RefitModel]:
+    """Up to ``top_k`` of ``models``, in their order, passing over those the OOF's time cannot fit.
+
+    When not even one fits, the cheapest is taken: a flow that ends with a model beats one that
+    ends with none, and its time is over the plan's by less than any other's.
+    """
+    chosen: list[RefitModel] = []
+    for model in models:
+        if len(chosen) < top_k and time.fits(chosen, model):
+            chosen.append(model)
+    if not chosen and models:
+        chosen = [min(models, key=time.cost)]
+    return chosen
+
+
 def cap_per_backbone(models: list[RefitModel], max_per_backbone: int | None) -> list[RefitModel]:
     """``models`` in order, passing over a backbone once it was taken ``max_per_backbone`` times."""
     if max_per_backbone is None:
@@ -145,6 +206,7 @@ def select_by_gain(
     *,
     top_k: int,
     max_per_backbone: int | None = None,
+    time: OofTime | None = None,
 ) -> list[RefitModel]:
     """Forward selection by what each model adds to the ensemble of those already chosen.
 
@@ -160,16 +222,23 @@ def select_by_gain(
         targets: The labels of those rows.
         top_k: The most models to promote.
         max_per_backbone: Diversity cap per backbone; None for none.
+        time: The OOF's time: a model whose folds no longer fit is passed over (when not even
+            the first fits, the cheapest is taken, as in :func:`take_in_time`).
 
     Returns:
         The promoted models, in the order they were chosen.
     """
+    time = time or OofTime()
     pool = [m for m in models if m.model_id in val_probs]
+    if pool and not any(time.fits([], m) for m in pool):
+        pool = take_in_time(pool, 1, time)  # the cheapest, alone
+        time = OofTime()
     chosen: list[RefitModel] = []
     total: np.ndarray | None = None
     best_loss = math.inf
     while pool and len(chosen) < top_k:
         allowed = cap_per_backbone(chosen + pool, max_per_backbone)[len(chosen) :]
+        allowed = [m for m in allowed if time.fits(chosen, m)]
         scored = [(_log_loss(_mean(total, val_probs[m.model_id], len(chosen)), targets), m) for m in allowed]
         if not scored:
             break

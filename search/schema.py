@@ -93,6 +93,8 @@ class OofSchema:
     dtype: str = MISSING
     keep_checkpoints: bool = MISSING
     ship_results: Any = MISSING  # auto, true or false (checked in search.validate)
+    time_budget_s: Optional[Number] = MISSING  # noqa: UP045 - set by budget=, like tune.time_budget_s
+    model_s: dict[str, float] = MISSING  # set by budget=: one model's OOF seconds, per backbone
 
 
 @dataclass

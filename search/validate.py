@@ -105,6 +105,14 @@ def oof_checks(cfg: DictConfig) -> list[tuple[bool, str]]:
             f"oof.ship_results={oof.ship_results!r}: use auto (when ray.storage is a URI), true or false",
         ),
         (
+            oof.time_budget_s is None or oof.time_budget_s > 0,
+            "oof.time_budget_s must be null or seconds > 0 (budget= sets it)",
+        ),
+        (
+            all(v > 0 for v in oof.model_s.values()),
+            "oof.model_s: each backbone's seconds must be > 0 (budget= sets them)",
+        ),
+        (
             ens.metric in ("accuracy", "f1", "logloss"),
             f"ensemble.metric={ens.metric!r}: use accuracy, f1 or logloss",
         ),

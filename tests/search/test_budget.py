@@ -107,3 +107,36 @@ def test_frozen_stages_have_their_own_speed_and_sizes_above_the_images_own_are_p
     # Predictions are probed apart too (a forward pass at the evaluation batch, frozen or not).
     batch = 2 * int(cfg.trainable.batch_size)
     assert ["forward", "test_efficientnet", "128", str(batch), "1", platform.machine()] in [key[:6] for key in probed]
+
+
+def test_the_oof_is_priced_at_the_fastest_backbone_and_the_plan_tells_promotion_each_ones_cost() -> None:
+    """A slower backbone is promoted only where its folds fit (search.oof_select.OofTime)."""
+    base = ["trainable.backbone=test_efficientnet", "trainable.pretrained=false", "oof.mode=promote", "budget=2h"]
+    cfg = load_config([*base, "search.backbone={choice: [test_efficientnet, test_convnext]}"])
+    plan = plan_budget(cfg, n_train=735, n_test=240, slots=2)
+    assert plan.fits and set(plan.model_s) == {"test_efficientnet", "test_convnext"}
+    fastest = min(plan.sec_per_image, key=plan.sec_per_image.__getitem__)
+    assert plan.oof_backbone == fastest and plan.model_s[fastest] == min(plan.model_s.values())
+    # top_k models of the fastest backbone fill the OOF's time (4 folds each, in rounds of 2 slots)
+    assert plan.oof_s == pytest.approx(plan.top_k * plan.model_s[fastest])
+    assert any(f"priced at {fastest}, the fastest" in line for line in plan.lines())
+    apply_plan(cfg, plan)
+    assert cfg.oof.time_budget_s == round(plan.oof_s)
+    assert dict(cfg.oof.model_s) == {b: round(s) for b, s in plan.model_s.items()}
+
+
+def test_a_fold_fit_is_priced_with_one_validation_not_one_per_epoch() -> None:
+    """Fold fits validate their last epoch only (search.oof_fold.FoldSession)."""
+    base = ["trainable.backbone=test_efficientnet", "trainable.pretrained=false", "oof.mode=promote"]
+    plans = {
+        flip: plan_budget(load_config([*base, "budget=2h", f"trainable.tta_flip={flip}"]), 735, 240, 2)
+        for flip in ("false", "true")
+    }
+    single, double = plans["false"], plans["true"]
+    assert (single.epochs, single.image_size, single.top_k) == (double.epochs, double.image_size, double.top_k)
+    # a second view at validation costs the search every epoch, the OOF only once per fold
+    search_extra = double.epoch_s - single.epoch_s
+    assert search_extra > 0
+    assert double.model_s["test_efficientnet"] - single.model_s["test_efficientnet"] == pytest.approx(
+        4 * search_extra / 2  # 4 folds, one validation each, on 2 slots
+    )

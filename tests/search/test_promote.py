@@ -16,7 +16,7 @@ from search.config import load_config
 from search.oof import load_oof_config, run_oof
 from search.oof import main as oof_main
 from search.oof_fold import fold_result_path, fold_work_dir, read_fold_result
-from search.oof_select import RefitModel, select_by_gain
+from search.oof_select import OofTime, RefitModel, select_by_gain, take_in_time
 from search.records import load_record, search_dir
 from search.runner import run_search
 from search.search_result import last_checkpoint
@@ -87,6 +87,37 @@ def test_the_backbone_cap_holds_during_selection() -> None:
     assert [m.model_id for m in select_by_gain(models, probs, targets, top_k=2)] == ["a", "b"]
     capped = select_by_gain(models, probs, targets, top_k=2, max_per_backbone=1)
     assert [m.model_id for m in capped] == ["a", "c"]
+
+
+def test_under_a_budget_a_model_too_slow_for_the_oofs_time_is_passed_over() -> None:
+    """budget= prices the OOF at the fastest backbone: a slower one is taken only while it fits."""
+    rng = np.random.default_rng(3)
+    n, c = 600, 5
+    targets = rng.integers(0, c, n)
+    right_a = rng.random(n) < 0.8
+    probs = {
+        "slow": _probs(targets, right_a, c, 0.9),  # the best alone
+        "fast": _probs(targets, right_a & (rng.random(n) < 0.95), c, 0.9),
+        "fast2": _probs(targets, np.where(right_a, rng.random(n) < 0.6, rng.random(n) < 0.9), c, 0.9),
+    }
+    models = [_model("slow", "big"), _model("fast", "small"), _model("fast2", "small")]
+    assert [m.model_id for m in select_by_gain(models, probs, targets, top_k=2)] == ["slow", "fast2"]
+    # the plan gave the OOF 1000 s: two small models (480 s each), or one big (1250 s) not at all
+    time = OofTime(1000.0, {"small": 480.0, "big": 1250.0})
+    chosen = select_by_gain(models, probs, targets, top_k=2, time=time)
+    assert [m.model_id for m in chosen] == ["fast", "fast2"]
+    assert [m.model_id for m in take_in_time(models, 2, time)] == ["fast", "fast2"]
+    # a model beside which the next no longer fits ends the choice there
+    assert [m.model_id for m in take_in_time(models, 3, OofTime(700.0, {"small": 480.0, "big": 1250.0}))] == [
+        "fast"
+    ]
+    # when none fits, the cheapest is taken alone; without a plan, nothing is passed over
+    tight = OofTime(300.0, {"small": 480.0, "big": 1250.0})
+    assert [m.model_id for m in select_by_gain(models, probs, targets, top_k=2, time=tight)] == ["fast"]
+    assert [m.model_id for m in take_in_time(models, 2, tight)] == ["fast"]
+    assert take_in_time(models, 2, OofTime()) == models[:2]
+    # a stopped trial also pays for the rest of its fold 0
+    assert OofTime(1000.0, {"small": 480.0}, {"fast": 100.0}).cost(models[1]) == 580.0
 
 
 # ---------------------------------------------------------------------- a real promotion (slow)
