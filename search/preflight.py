@@ -154,13 +154,37 @@ def _backbone_problems(cfg: DictConfig) -> list[str]:
         return []  # clip checks its architecture names in its own validate_config
     tcfg = cfg.trainable
     out = []
+    frozen = _most_frozen(cfg) if name == "timm" else 0
     for backbone in _backbones(cfg):
         problem = _timm_backbone_problem(backbone)
+        if problem is None and frozen:
+            problem = _freeze_problem(backbone, frozen)
         if problem is None and tcfg.get("pretrained") and not tcfg.get("pretrained_path"):
             problem = _weights_problem(backbone)
         if problem:
             out.append(problem)
     return out
+
+
+def _most_frozen(cfg: DictConfig) -> int:
+    """The largest ``trainable.freeze_stages`` a trial may get (its value, or its searched values)."""
+    values = [cfg.trainable.get("freeze_stages", 0)]
+    dim = dimensions(cfg).get("freeze_stages")
+    if dim is not None:
+        values += list(dim.args[:2] if dim.kind not in ("grid", "choice") else dim.args)
+    return max(int(v) for v in values if isinstance(v, (int, float)))
+
+
+def _freeze_problem(backbone: str, stages: int) -> str | None:
+    from trainables.models import stages_before_head
+
+    limit = stages_before_head(backbone)
+    if stages <= limit:
+        return None
+    return (
+        f"trainable.freeze_stages={stages}: {backbone} has a stem and {limit} stages before its "
+        f"classifier; use 0 to {limit}"
+    )
 
 
 def _backbones(cfg: DictConfig) -> list[str]:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import timm
+import torch
 from timm.models import get_pretrained_cfg_value, group_modules
 from timm.utils.model import freeze
 from torch import nn
@@ -100,13 +101,24 @@ def freeze_early_stages(model: nn.Module, stages: int) -> None:
         ValueError: ``stages`` would freeze the classifier too (the model has fewer stages).
     """
     groups = list(group_modules(model, model.group_matcher(coarse=True)).values())
-    stages_before_head = len(groups) - 2  # the first group is the stem, the last holds the classifier
-    if not 0 <= stages <= stages_before_head:
+    before_head = len(groups) - 2  # the first group is the stem, the last holds the classifier
+    if not 0 <= stages <= before_head:
         raise ValueError(
-            f"freeze_stages={stages}: {type(model).__name__} has a stem and {stages_before_head} "
-            f"stages before its classifier; use 0 to {stages_before_head}"
+            f"freeze_stages={stages}: {type(model).__name__} has a stem and {before_head} "
+            f"stages before its classifier; use 0 to {before_head}"
         )
     freeze(model, [name for group in groups[: stages + 1] for name in group])
+
+
+def stages_before_head(backbone: str) -> int:
+    """How many stages :func:`freeze_early_stages` may freeze in ``backbone`` (0 to this).
+
+    Built on the meta device (shapes, no memory, no weights), so a preflight check costs about
+    the time of building the module tree.
+    """
+    with torch.device("meta"):
+        model = _create(backbone, pretrained=False, num_classes=2)
+    return len(group_modules(model, model.group_matcher(coarse=True))) - 2
 
 
 def _hub_model(backbone: str, num_classes: int, kwargs: dict[str, object]) -> nn.Module:

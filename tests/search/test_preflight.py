@@ -125,6 +125,17 @@ def test_every_config_mistake_is_listed_at_once(
     assert "ensemble.method" in err and "tune.metric" in err
 
 
+def test_freezing_more_stages_than_a_backbone_has_fails_before_ray(
+    runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A searched value counts too: every backbone of the space is checked against the largest."""
+    space = "search.backbone={choice: [test_efficientnet, test_resnet]}"
+    err = _fails_before_ray([space, "search.freeze_stages={choice: [0, 5]}"], runs, capsys, monkeypatch)
+    # test_efficientnet has 5 stages before its head, test_resnet 4 (timm's coarse groups)
+    assert "freeze_stages=5: test_resnet has a stem and 4 stages before its classifier; use 0 to 4" in err
+    assert "test_efficientnet" not in err
+
+
 def test_offline_backbone_without_weights_says_what_to_do(
     runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
