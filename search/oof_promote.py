@@ -101,7 +101,8 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
         log.info(
             "budget=: the OOF's %.0f s hold %s%s",
             time.budget_s, ", ".join(f"{m.model_id} ({time.cost(m):.0f} s)" for m in chosen),
-            f"; better-scored but too slow to train on every fold in it: {', '.join(slow)}" if slow else "",
+            f"; better-scored but too slow to train on every fold in it: {', '.join(slow)} "
+            "(search.oof ... oof.time_budget_s=null promotes them after all)" if slow else "",
         )  # fmt: skip
     out = Promotion(models=chosen)
     for model in chosen:
