@@ -215,10 +215,14 @@ class LiveReporter(ProgressReporter):
         fold = f" fold {_get(trial.config, 'job.fold')}" if self.group else ""
         # A promoted trial's fold 0 trains nothing: it predicts with the search trial's model.
         epoch = "the search trial's model" if _get(trial.config, "job.checkpoint") else f"epoch {_epoch(trial)}/{self.max_epochs}"
-        return (
-            f"{time.strftime('%H:%M:%S')} {name or trial.trial_id}{fold}: {self._status(trial)}, "
-            f"{epoch}, {self.metric} {_fmt(_score(trial, self.metric))}"
+        score, loss = _score(trial, self.metric), (trial.last_result or {}).get("train_loss")
+        # A fold fit validates only its last epoch (search.oof_fold): until then, its training loss.
+        scores = (
+            f"train_loss {_fmt(loss)} ({self.metric} at its end)"
+            if self.group and score is None and loss is not None
+            else f"{self.metric} {_fmt(score)}"
         )
+        return f"{time.strftime('%H:%M:%S')} {name or trial.trial_id}{fold}: {self._status(trial)}, {epoch}, {scores}"
 
     def _status(self, trial: Any) -> str:
         """Ray's status, except for a trial ended before its last epoch: *stopped* by the scheduler, or *cut* by the time cap."""

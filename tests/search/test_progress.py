@@ -43,13 +43,17 @@ def test_a_refit_fold_line_says_what_the_fold_did() -> None:
 
     reporter = LiveReporter(title="t", paths=[], metric="val_acc", mode="max", max_epochs=6, group="job.model_id")
 
-    def fold(number: int, epochs: int, checkpoint: str | None) -> SimpleNamespace:
+    def fold(number: int, epochs: int, checkpoint: str | None, result: dict | None = None) -> SimpleNamespace:
         job = {"model_id": "lite0-a", "fold": number, "checkpoint": checkpoint}
         return SimpleNamespace(
-            trial_id=f"f{number}", status="TERMINATED", config={"job": job},
-            last_result={"fold_acc": 0.5}, metric_analysis={"epoch": {"max": epochs}},
+            trial_id=f"f{number}", status="TERMINATED" if result is None else "RUNNING", config={"job": job},
+            last_result=result or {"fold_acc": 0.5}, metric_analysis={"epoch": {"max": epochs}},
         )  # fmt: skip
 
     assert "fold 1: done, epoch 6/6, val_acc 0.5" in reporter.line(fold(1, 6, None))
+    # before its last epoch a fold is not validated: its line shows the training loss instead
+    training = reporter.line(fold(2, 3, None, {"epoch": 3, "train_loss": 2.5}))
+    assert "fold 2: running, epoch 3/6, train_loss 2.5000 (val_acc at its end)" in training
+    assert "fold 2: running, epoch 6/6, val_acc 0.51" in reporter.line(fold(2, 6, None, {"val_acc": 0.51}))
     promoted = reporter.line(fold(0, 0, "/runs/ray/x/checkpoint_000005"))
     assert "fold 0: done, the search trial's model, val_acc 0.5" in promoted and "epoch" not in promoted
