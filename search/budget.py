@@ -84,7 +84,7 @@ class BudgetPlan:
         epoch_s: Estimated seconds of one search epoch (training and validation) on one slot,
             the space's backbones averaged.
         model_s: Estimated seconds one model's OOF takes on the slots, per backbone.
-        oof_backbone: The backbone ``oof_s`` is priced at (the fastest).
+        oof_backbone: The backbone ``oof_s`` is priced at (the fastest to refit).
     """
 
     budget_s: float
@@ -119,7 +119,7 @@ class BudgetPlan:
         out = [head, estimate]
         if len(self.model_s) > 1:
             out.append(
-                f"the OOF is priced at {self.oof_backbone}, the fastest; a slower model is chosen only "
+                f"the OOF is priced at {self.oof_backbone}, the fastest to refit; a slower model is chosen only "
                 f"while the chosen models' folds fit in its {_fmt(self.oof_s)}"
             )
         if self.fits and self.trials < self.explore_trials:
@@ -236,7 +236,7 @@ def _plan(
 
     # The OOF is priced at the fastest backbone; promotion takes a slower one only where the
     # time allows (oof.model_s, oof.time_budget_s), so the plan does not pay for the slowest.
-    fastest = min(image_s, key=lambda b: image_s[b][0])
+    fastest = min(image_s, key=lambda b: trained_folds * fold_s(b) + fold0_s(b))
     oof_s = math.ceil(top_k * trained_folds / slots) * fold_s(fastest)  # fold fits run in rounds of the slots
     oof_s += top_k * fold0_s(fastest) / slots
     model_s = {b: (trained_folds * fold_s(b) + fold0_s(b)) / slots for b in image_s}
