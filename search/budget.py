@@ -234,7 +234,7 @@ def _plan(
     def fold0_s(backbone: str) -> float:
         return (fold_val + n_test) * image_s[backbone][1] * views if promoted else 0.0
 
-    # The OOF is priced at the fastest backbone; promotion takes a slower one only where the
+    # The OOF is priced at the backbone cheapest to refit; promotion takes a dearer one only where the
     # time allows (oof.model_s, oof.time_budget_s), so the plan does not pay for the slowest.
     fastest = min(image_s, key=lambda b: trained_folds * fold_s(b) + fold0_s(b))
     oof_s = math.ceil(top_k * trained_folds / slots) * fold_s(fastest)  # fold fits run in rounds of the slots

@@ -9,7 +9,7 @@ same schedule, as if it had never been stopped. No fold is trained twice either 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from omegaconf import DictConfig
@@ -132,7 +132,7 @@ def _oof_time(cfg: DictConfig, stopped: list[RefitModel], checkpoints: dict[str,
         reached = int(read_meta(checkpoints[model.trial_id])["epoch"])
         left = max(model.epochs - reached, 0) / max(model.epochs, 1)
         extra[model.model_id] = time.cost(model) / trained_folds * left
-    return OofTime(time.budget_s, time.model_s, extra)
+    return replace(time, extra_s=extra)
 
 
 def _with_checkpoint(

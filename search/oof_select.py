@@ -133,7 +133,7 @@ TIME_SLACK = 1.05
 class OofTime:
     """The time ``budget=`` gave the OOF, and what each model's folds cost in it.
 
-    The plan prices the OOF at the fastest backbone of the space; a slower model is chosen only
+    The plan prices the OOF at the space's backbone cheapest to refit; a dearer model is chosen only
     while the chosen models' costs add up to at most ``budget_s`` (times :data:`TIME_SLACK`).
 
     Attributes:
@@ -148,10 +148,10 @@ class OofTime:
     extra_s: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, oof: Any, extra_s: Mapping[str, float] | None = None) -> OofTime:
+    def from_config(cls, oof: Any) -> OofTime:
         """From the config's ``oof:`` section (``time_budget_s``, ``model_s``)."""
         budget, costs = oof.get("time_budget_s"), dict(oof.get("model_s") or {})
-        return cls(None if budget is None else float(budget), costs, dict(extra_s or {}))
+        return cls(None if budget is None else float(budget), costs)
 
     @property
     def limited(self) -> bool:
