@@ -56,11 +56,19 @@ TRIAL_OVERHEAD_S = 3.0
 # Ray's stop and start between the stages (54 s measured after that run's OOF).
 RESERVE = 0.05
 STAGES_S = 60.0
-# A trial's epoch also augments and batches its images, and the trial slots share the memory bus;
-# measured on sketchy125 (Lite0, 128 px, two one-thread slots), a search epoch's training took
-# 1.1x the bare channels_last optimizer steps of the same batch size timed alone.
-PIPELINE_FACTOR = 1.1
-_SPEED_VERSION = 2
+# A trial's epoch also augments and batches its images on the same cores, and the trial slots share
+# the memory bus, so an epoch takes longer than the bare optimizer steps a probe times alone. The
+# first compete run on a new machine (sketchy125, 192 px, stem and 3 stages frozen, sketch
+# augmentation, two one-thread slots) trained Lite0 at 1.44x its probe's seconds per image and
+# Lite1 at 1.33x; priced at 1.1x, that run's OOF took 14 minutes of the 11 planned and the flow
+# ended 14% past its budget. Unfrozen Lite0 at 128 px measured 1.1x: a frozen step is cheaper,
+# and what the pipeline adds weighs more. Probes are priced at the larger factor until a search
+# on the machine has measured its own trials (:func:`remember_trial_speeds`).
+TRAIN_FACTOR = 1.45
+# Predictions read cached images without augmentation: priced at 1.1x their forward probe, the
+# same run's fold predictions took no longer than planned.
+PREDICT_FACTOR = 1.1
+_SPEED_VERSION = 3  # 3: speed.json holds the bare probes; the factors apply when a plan reads them
 
 
 @dataclass
@@ -312,7 +320,7 @@ def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int,
     Otherwise a probe: a few real steps of the model with random inputs (a second or two per
     backbone), in the trial's own memory format and batch size (channels_last is 1.7x faster
     than NCHW for Lite0 on one core; a smaller batch than the trial's was 1.1x slower), times
-    :data:`PIPELINE_FACTOR`. Both live in ``<runs>/cache/speed.json``, per machine, backbone,
+    :data:`TRAIN_FACTOR`. Both live in ``<runs>/cache/speed.json``, per machine, backbone,
     size, batch, thread count and frozen stages (Lite0 steps 1.7x faster with 3 frozen).
     """
     key = _speed_key(backbone, image_size, batch_size, threads, freeze_stages)
@@ -320,9 +328,9 @@ def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int,
     if f"observed|{key}" in known:
         return float(known[f"observed|{key}"])
     if key not in known:
-        known[key] = _time_steps(backbone, image_size, batch_size, threads, freeze_stages) * PIPELINE_FACTOR
+        known[key] = _time_steps(backbone, image_size, batch_size, threads, freeze_stages)
         atomic_write_json(path, known)
-    return float(known[key])
+    return float(known[key]) * TRAIN_FACTOR
 
 
 def measure_forward(backbone: str, image_size: int, batch_size: int, threads: int) -> float:
@@ -337,9 +345,9 @@ def measure_forward(backbone: str, image_size: int, batch_size: int, threads: in
     key = "forward|" + _speed_key(backbone, image_size, batch_size, threads, 0)
     path, known = _speed_cache()
     if key not in known:
-        known[key] = _time_forward(backbone, image_size, batch_size, threads) * PIPELINE_FACTOR
+        known[key] = _time_forward(backbone, image_size, batch_size, threads)
         atomic_write_json(path, known)
-    return float(known[key])
+    return float(known[key]) * PREDICT_FACTOR
 
 
 def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, float]:

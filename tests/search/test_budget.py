@@ -140,3 +140,26 @@ def test_a_fold_fit_is_priced_with_one_validation_not_one_per_epoch() -> None:
     assert double.model_s["test_efficientnet"] - single.model_s["test_efficientnet"] == pytest.approx(
         4 * search_extra / 2  # 4 folds, one validation each, on 2 slots
     )
+
+
+def test_a_probe_is_priced_above_its_bare_steps_and_a_measured_trial_speed_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """A probe times optimizer steps alone; a trial also augments, loads and shares the cores.
+
+    speed.json keeps the bare probe, the plan reads it times the factor, and what trials measured
+    on the machine (``observed|``) is taken as it is.
+    """
+    from search import budget
+
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    monkeypatch.setattr(budget, "_time_steps", lambda *args: 0.010)
+    monkeypatch.setattr(budget, "_time_forward", lambda *args: 0.004)
+    assert budget.measure_speed("lite", 128, 32, 1, 3) == pytest.approx(0.010 * budget.TRAIN_FACTOR)
+    assert budget.measure_forward("lite", 128, 64, 1) == pytest.approx(0.004 * budget.PREDICT_FACTOR)
+    stored = json.loads((tmp_path / "cache" / "speed.json").read_text())
+    assert sorted(stored.values()) == [0.004, 0.010]
+    assert budget.TRAIN_FACTOR >= 1.4  # the first compete run on a machine trained at 1.44x its probe
+    key = budget._speed_key("lite", 128, 32, 1, 3)
+    (tmp_path / "cache" / "speed.json").write_text(json.dumps({**stored, f"observed|{key}": 0.015}))
+    assert budget.measure_speed("lite", 128, 32, 1, 3) == 0.015
