@@ -163,3 +163,17 @@ def test_a_probe_is_priced_above_its_bare_steps_and_a_measured_trial_speed_as_it
     key = budget._speed_key("lite", 128, 32, 1, 3)
     (tmp_path / "cache" / "speed.json").write_text(json.dumps({**stored, f"observed|{key}": 0.015}))
     assert budget.measure_speed("lite", 128, 32, 1, 3) == 0.015
+
+
+def test_a_plan_that_fits_keeps_its_reserve_whatever_the_number_of_trials() -> None:
+    """The search's cap is its trials' slot-seconds (ASHA runs them as slots free up), not whole
+    rounds of the slots: an odd number of trials on 2 slots once capped the search half a round
+    past what the plan had left it, and a 21-minute flow ended 2% past its budget."""
+    from search.budget import RESERVE, STAGES_S
+
+    base = ["trainable.backbone=test_efficientnet", "trainable.pretrained=false", "oof.mode=promote"]
+    for minutes in range(4, 40):
+        plan = plan_budget(load_config([*base, f"budget={minutes}m"]), n_train=735, n_test=240, slots=2)
+        if plan.fits:
+            usable = plan.budget_s * (1 - RESERVE) - STAGES_S
+            assert plan.search_s + plan.oof_s <= usable + 1e-6, (minutes, plan.trials, plan.search_s, plan.oof_s)
