@@ -86,7 +86,7 @@ class BudgetPlan:
         trials: Chosen number of search trials.
         top_k: Configs refit on every fold.
         search_s: Estimated search time (also its hard cap, ``tune.time_budget_s``).
-        oof_s: Estimated OOF refit time.
+        oof_s: Estimated OOF time: when its last fold job ends, the jobs queued on the slots.
         fits: Whether the smallest plan fits at all (False: the budget is too small; the plan is
             the smallest one).
         explore_trials: Trials a space-filling start needs; a plan with fewer is a short search.
@@ -94,7 +94,8 @@ class BudgetPlan:
         sec_per_image: Measured training seconds per image at ``image_size``, per backbone.
         epoch_s: Estimated seconds of one search epoch (training and validation) on one slot,
             the space's backbones averaged.
-        model_s: Estimated seconds one model's OOF takes on the slots, per backbone.
+        model_s: One model's share of the slots' OOF seconds (its fold jobs' work / slots), per
+            backbone; promotion sums these against ``oof_s``.
         oof_backbone: The backbone ``oof_s`` is priced at (the fastest to refit).
     """
 
