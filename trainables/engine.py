@@ -61,9 +61,21 @@ def device_batches(
     every batch of an epoch has targets of one kind (a :class:`FactorMixup`'s per-head ones).
     """
     device = batcher.runtime.device
-    for images, labels in loader:
-        x = batcher.images(images)
-        y = labels.to(device, non_blocking=batcher.runtime.pin_memory)
+    on_device = (
+        (batcher.images(images), labels.to(device, non_blocking=batcher.runtime.pin_memory))
+        for images, labels in loader
+    )
+    return mixed_batches(on_device, mixer, num_classes, label_smoothing)
+
+
+def mixed_batches(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    mixer: Mixup | None = None,
+    num_classes: int = 0,
+    label_smoothing: float = 0.0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Device batches (images, or the frozen stages' output maps) mixed by ``mixer``, as :func:`device_batches`."""
+    for x, y in batches:
         if mixer is not None and len(x) % 2 == 0:
             x, y = mixer(x, y)
         elif isinstance(mixer, FactorMixup):

@@ -7,7 +7,10 @@ beside the decoded cache (``runs_dir()/cache/features``) and memory-mapped by ev
 head trials then train on them without running the backbone at all.
 
 Two views are stored per image: the image as decoded and its horizontal mirror, so a head trial
-keeps random horizontal flips, the flipped copies that fill short classes, and flip TTA.
+keeps random horizontal flips, the flipped copies that fill short classes, and flip TTA. With
+``augment`` one view is stored instead: each row through a random transform seeded by its row
+(one epoch's augmented copies of the images, shared by every fold and trial that would draw them:
+:mod:`trainables.frozen`).
 
 The ``spec`` is a JSON-able mapping naming everything the features depend on besides the data:
 backbone, a hash of its frozen weights, which layer and summary is stored, deterministic
@@ -44,6 +47,8 @@ _STATS = {"hits": 0, "builds": 0, "computed": 0}
 
 Extractor = Callable[[np.ndarray], np.ndarray]
 """``(B, S, S, 3)`` uint8 RGB images -> ``(B, *feature_shape)`` float features."""
+Augment = Callable[[np.ndarray, int], np.ndarray]
+"""``(image, row) -> image``: a random per-image transform seeded by the row it is applied to."""
 
 
 def feature_stats() -> dict[str, int]:
@@ -61,10 +66,15 @@ def feature_key(spec: Mapping[str, Any]) -> str:
     return short_hash(json.dumps(dict(spec), sort_keys=True, default=str), FEATURE_CACHE_VERSION)
 
 
+def feature_cache_dir() -> Path:
+    """Where feature caches live: ``runs_dir()/cache/features``."""
+    return runs_dir() / "cache" / "features"
+
+
 def feature_cache_path(ds: Dataset, split: str, size: int, spec: Mapping[str, Any]) -> Path:
     """Where the features of ``ds``'s ``split`` at ``size`` px for ``spec`` live (may not exist yet)."""
     name = f"{ds.name}-{ds.fingerprint}-{split}-{int(size)}px-{feature_key(spec)}.npy"
-    return runs_dir() / "cache" / "features" / name
+    return feature_cache_dir() / name
 
 
 def cached_features(
@@ -75,6 +85,7 @@ def cached_features(
     extract: Extractor,
     *,
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    augment: Augment | None = None,
     batch_size: int = 64,
     dtype: str = "float16",
 ) -> np.memmap:
@@ -87,13 +98,17 @@ def cached_features(
         spec: Everything the features depend on besides the data (see the module doc).
         extract: The frozen computation, called on batches of decoded images (both views).
         preprocess: Deterministic per-image step before ``extract`` (e.g. an edge map).
+        augment: A random per-row transform instead of ``preprocess``: one view per row is
+            stored, that row's augmented image (the spec must name the draw, e.g. seed and epoch).
         batch_size: Images per ``extract`` call (each call sees twice as many: both views).
         dtype: Storage dtype; ``float16`` halves the disk and page-cache footprint of token maps.
 
     Returns:
         Read-only ``np.memmap`` ``(N, 2, *feature_shape)``: row ``i`` is the split's row ``i``,
-        view 0 the image, view 1 its mirror.
+        view 0 the image, view 1 its mirror (with ``augment``: ``(N, 1, ...)``, the augmented image).
     """
+    if augment is not None and preprocess is not None:
+        raise ValueError("give preprocess or augment, not both (an augment does its own preprocessing)")
     path = feature_cache_path(ds, split, size, spec)
     features = _open(path)
     if features is None:
@@ -102,8 +117,9 @@ def cached_features(
             if features is None:
                 images = decoded_images(ds, split, size=int(size))
                 _build(
-                    path, images, spec, extract, preprocess, batch_size, np.dtype(dtype), f"{ds.name} {split}"
-                )
+                    path, images, spec, extract, preprocess, augment, batch_size, np.dtype(dtype),
+                    f"{ds.name} {split}",
+                )  # fmt: skip
                 features = _open(path)
                 assert features is not None, f"feature cache {path} unreadable right after it was written"
                 _count("builds")
@@ -139,12 +155,14 @@ def _build(
     spec: Mapping[str, Any],
     extract: Extractor,
     preprocess: Callable[[np.ndarray], np.ndarray] | None,
+    augment: Augment | None,
     batch_size: int,
     dtype: np.dtype,
     what: str,
 ) -> None:
     start = time.perf_counter()
     n = len(images)
+    stored = ("augmented",) if augment is not None else VIEWS
     out: np.memmap | None = None
     # The sidecar goes last: a cache file without one (a crash between the two) is rebuilt.
     with atomic_path(path) as tmp:
@@ -152,19 +170,21 @@ def _build(
         with bar:
             for lo in range(0, n, batch_size):
                 batch = np.ascontiguousarray(images[lo : lo + batch_size])
-                if preprocess is not None:
+                if augment is not None:
+                    batch = np.stack([augment(image, lo + j) for j, image in enumerate(batch)])
+                elif preprocess is not None:
                     batch = np.stack([preprocess(image) for image in batch])
-                both = np.concatenate([batch, np.ascontiguousarray(batch[:, :, ::-1])])
-                feats = np.asarray(extract(both))
+                views = batch if augment is not None else np.concatenate([batch, batch[:, :, ::-1]])
+                feats = np.asarray(extract(np.ascontiguousarray(views)))
                 if out is None:
-                    shape = (n, len(VIEWS), *feats.shape[1:])
+                    shape = (n, len(stored), *feats.shape[1:])
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
                 half = len(batch)
-                out[lo : lo + half, 0] = feats[:half]
-                out[lo : lo + half, 1] = feats[half:]
+                for view in range(len(stored)):
+                    out[lo : lo + half, view] = feats[view * half : (view + 1) * half]
                 bar.update(half)
         if out is None:  # an empty split: nothing to extract, store an empty array
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(0, len(VIEWS)))
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(0, len(stored)))
         out.flush()
         stored_shape = list(out.shape)
         del out  # unmap before the rename
@@ -176,7 +196,7 @@ def _build(
             "spec": dict(spec),
             "shape": stored_shape,
             "dtype": dtype.name,
-            "views": list(VIEWS),
+            "views": list(stored),
             "version": FEATURE_CACHE_VERSION,
             "build_seconds": round(seconds, 2),
         },

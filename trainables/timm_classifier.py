@@ -14,9 +14,17 @@ from trainables.base import PredictRequest, TrainableBase
 from trainables.checkpoint import load_model_state
 from trainables.config import BASE_DEFAULTS, factor_heads, uses_factors
 from trainables.driver import LoaderTrial, Trial
-from trainables.engine import Batcher, predict_proba, soft_or_hard_ce
+from trainables.engine import Batcher, mixed_batches, predict_proba, soft_or_hard_ce
 from trainables.factor_build import build_factorisation
 from trainables.factors import Factorisation
+from trainables.frozen import (
+    EpochFeatures,
+    FrozenSplit,
+    cache_refusal,
+    log_refusal,
+    predicts_from_cache,
+    test_predictions,
+)
 from trainables.models import create_model, normalization
 from trainables.registry import register_trainable
 from trainables.runtime import Runtime
@@ -32,9 +40,22 @@ class _TimmTrial(LoaderTrial):
 
     factors: Factorisation | None = None  # the network's factor heads
     decomposition: Factorisation | None = None  # the classes as factors, for per-factor metrics
+    frozen: EpochFeatures | None = None  # training reads the frozen stages' outputs (trainables.frozen)
+    train_labels: np.ndarray | None = None  # per training row, as the loader has them
+
+    def batches(self, epoch: int) -> Any:
+        if self.frozen is None:
+            return super().batches(epoch)
+        self.sampler.set_epoch(epoch)
+        loader = self.train_loader
+        features = self.frozen.batches(
+            list(self.sampler), self.train_labels, int(loader.batch_size), bool(loader.drop_last), epoch
+        )
+        smoothing = float(self.config["label_smoothing"])
+        return mixed_batches(features, self.mixer, len(self.data.classes), smoothing)
 
     def loss(self, inputs: torch.Tensor, targets: Any) -> torch.Tensor:
-        logits = self.model(inputs)
+        logits = self.model(inputs) if self.frozen is None else self.frozen.split.rest(inputs)
         smoothing = float(self.config["label_smoothing"])
         if self.factors is not None:
             return self.factors.loss(logits, targets, smoothing)
@@ -102,10 +123,16 @@ class TimmClassifier(TrainableBase):
         train_loader, sampler, val_loader = image_loaders(data, cfg, runtime, train_labels)
         head_sizes = factors.head_sizes if factors is not None else None
         mixer = build_mixer(cfg["aug"], len(data.classes), float(cfg["label_smoothing"]), head_sizes)
+        refusal = cache_refusal(cfg, model, runtime.device)
+        log_refusal(cfg, refusal)
+        frozen = None
+        if refusal is None:
+            frozen = EpochFeatures(data, cfg, FrozenSplit(model, int(cfg["freeze_stages"])), mean, std)
         return _TimmTrial(
             cfg, runtime, data, model, Batcher(runtime, mean, std),
             train_loader=train_loader, sampler=sampler, val_loader=val_loader, mixer=mixer,
-            factors=factors, decomposition=decomposition,
+            factors=factors, decomposition=decomposition, frozen=frozen,
+            train_labels=data.rows.train_labels if train_labels is None else train_labels,
         )  # fmt: skip
 
     def predict_rows(self, request: PredictRequest) -> np.ndarray:
@@ -119,6 +146,12 @@ class TimmClassifier(TrainableBase):
         )  # fmt: skip
         model.load_state_dict(load_model_state(request.checkpoint))
         model.to(request.runtime.device, memory_format=torch.channels_last)
+        # Every fold of every model predicts the test split: its frozen stages run once for all.
+        if request.split == "test" and predicts_from_cache(cfg, model, request.runtime.device):
+            split = FrozenSplit(model, int(cfg["freeze_stages"]))
+            return test_predictions(
+                split, request.ds, cfg, request.positions, meta["mean"], meta["std"], request.tta_flip, factors
+            )
         batcher = Batcher(request.runtime, meta["mean"], meta["std"])
         return image_predictions(
             model, request.images, request.positions, cfg, batcher, request.tta_flip, factors

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from trainables.factors import Factorisation
 
 # Keys that may differ between the run that wrote a checkpoint and one resuming or predicting from it.
-RUNTIME_KEYS = ("data", "batch_size", "num_workers", "amp", "device", "tta_flip")
+RUNTIME_KEYS = ("data", "batch_size", "num_workers", "amp", "device", "tta_flip", "frozen_cache")
 
 
 @dataclass
