@@ -12,7 +12,7 @@ image size, remembered per machine), then spends the budget in this order of imp
    above 128 px on fold 0);
 2. **ensemble members and a search that explores** (3, then 2 refit models, with enough trials
    for a space-filling start), then a short search (at least two rounds of the trial slots)
-   with 2, then 1 refit model;
+   with 1 refit model;
 3. **epochs**, most first.
 
 The first plan that fits on the trial slots the resources give wins. It says up front what it
@@ -72,6 +72,16 @@ TRAIN_FACTOR = 1.45
 # same run's fold predictions took no longer than planned.
 PREDICT_FACTOR = 1.1
 _SPEED_VERSION = 3  # 3: speed.json holds the bare probes; the factors apply when a plan reads them
+# A fold fit that reads the frozen stages' outputs from the search's caches (trainables.frozen)
+# runs the rest of the network at this many times its bare probe (gathering the cached rows,
+# mixing): on sketchy125 (Lite0, 192 px, 3 stages frozen) a cached fold epoch took 28.5 s against
+# 60 s on images, 0.48 of it, where the bare probes' ratio is 0.59 (the whole step's probe is
+# priced at TRAIN_FACTOR for what loading and augmentation add, which cached rows no longer pay).
+FROZEN_REST_FACTOR = 1.18
+# The search's cap leaves the trial that runs its whole schedule this much over its estimate: it
+# is the one a cut hurts most (in a compete run the reference Lite0 trial, its epochs 5% over their
+# price, was cut 4 s before its last epoch ended, and another model took its place).
+LONGEST_MARGIN = 1.1
 
 
 @dataclass
@@ -97,6 +107,9 @@ class BudgetPlan:
         model_s: One model's share of the slots' OOF seconds (its fold jobs' work / slots), per
             backbone; promotion sums these against ``oof_s``.
         oof_backbone: The backbone ``oof_s`` is priced at (the fastest to refit).
+        frozen_share: Per backbone, what a fold fit's training step costs against a search trial's
+            when it reads the frozen stages' cached outputs (1: it cannot; :mod:`trainables.frozen`).
+        model_full_s: ``model_s`` of a model whose folds run the frozen stages themselves.
     """
 
     budget_s: float
@@ -114,6 +127,8 @@ class BudgetPlan:
     epoch_s: float = 0.0
     model_s: dict[str, float] = field(default_factory=dict)
     oof_backbone: str = ""
+    frozen_share: dict[str, float] = field(default_factory=dict)
+    model_full_s: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """What was chosen and why, for the terminal."""
@@ -129,6 +144,13 @@ class BudgetPlan:
             f"measured training speed per slot: {speeds}"
         )
         out = [head, estimate]
+        shared = {b: x for b, x in self.frozen_share.items() if x < 1}
+        if shared:
+            out.append(
+                "fold fits read the frozen stages' outputs the search cached: a cached row's step costs "
+                + ", ".join(f"{b} {x:.2f}x" for b, x in shared.items())
+                + " of one on images (the copies that fill short classes, all of it)"
+            )
         if len(self.model_s) > 1:
             out.append(
                 f"the OOF is priced at {self.oof_backbone}, the fastest to refit; a slower model is chosen only "
@@ -188,23 +210,31 @@ def plan_budget(
     threads = max(1, int(float(cfg.resources.cpu)))
     explore = max(len(dimensions(cfg)) + 1, 2 * slots, 6)
     short = max(2 * slots, 4)
-    # (refit models, trials): an exploring search and an ensemble first, then a short search.
-    shapes = ((3, explore), (2, explore), (2, short), (1, short))
+    # (refit models, trials): an exploring search and an ensemble first, then a short search with one
+    # model. A short search rarely finishes two models worth promoting: a 21-minute plan of 2 models
+    # x 4 epochs found one (the others stopped or cut), where 1 model could have had more epochs.
+    shapes = ((3, explore), (2, explore), (1, short))
     plan = None
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
     batch, frozen = int(cfg.trainable.batch_size), int(cfg.trainable.get("freeze_stages", 0))
-    measured = {b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen) for b in backbones}
-    forwards = {b: measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones}
     # The config's image size is the largest the plan may choose (the space's, or the user's).
     sizes = [z for z in IMAGE_SIZES if z <= int(cfg.trainable.image_size)] or [min(IMAGE_SIZES)]
+    # What reading frozen-stage caches saves (train, predict): the frozen stages' share of a step
+    # grows with the input, so it is measured at the size a plan tries first and mostly keeps.
+    share = {b: frozen_share(cfg, b, sizes[0], batch, threads) for b in backbones}
+    measured = {
+        b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen, observed=share[b][0] >= 1) for b in backbones
+    }
+    forwards = {b: measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones}
     for size in sizes:
         scale = (size / REFERENCE_SIZE) ** 2  # a convnet's cost grows with the pixels
         image_s = {b: (measured[b] * scale, forwards[b] * scale) for b in backbones}
         for top_k, min_trials in shapes:
             for epochs in EPOCH_CHOICES:
                 plan = _plan(
-                    cfg, budget, slots, size, epochs, image_s, n_train, n_test, k, top_k, min_trials, epoch_rows
-                )
+                    cfg, budget, slots, size, epochs, image_s, n_train, n_test, k, top_k, min_trials, epoch_rows,
+                    share,
+                )  # fmt: skip
                 if plan.fits:
                     return replace(plan, explore_trials=explore)
     assert plan is not None
@@ -214,19 +244,32 @@ def plan_budget(
 def _plan(
     cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: dict[str, tuple[float, float]],
     n_train: int, n_test: int, k: int, top_k: int, min_trials: int, epoch_rows: int | None,
+    share: dict[str, tuple[float, float]] | None = None,
 ) -> BudgetPlan:  # fmt: skip
     """One candidate plan; ``image_s`` holds each backbone's seconds per image of a training step and
-    of a prediction at ``size``."""
+    of a prediction at ``size``, ``share`` what a fold fit's step and a test prediction cost against
+    those when they read frozen-stage caches (default ``(1, 1)``: they cannot).
+
+    With frozen-stage caches a search trial builds its epoch's cache (the frozen stages on every
+    image of the split), trains the rest of the network on its own rows, and passes the copies
+    that fill short classes through the whole network (on sketchy125 9% more than an epoch on
+    images); a fold fit of a promoted model finds the caches built."""
+    share = share or {}
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
     val_views = 2 if cfg.trainable.get("tta_flip") else 1
     views = 2 if cfg.oof.get("tta_flip") else 1
+    # Of a fold epoch's rows, the originals read the frozen-stage caches; the copies that fill
+    # short classes go through the frozen stages on the spot (trainables.frozen).
+    originals = min(fold_train, n_train * (k - 1) / k)
     # The search tries every backbone of the space: its epoch is their average.
     step, forward = (sum(x) / len(image_s) for x in zip(*image_s.values(), strict=True))
-    epoch_s = fold_train * step + fold_val * forward * val_views
+    cached = sum(share.get(b, (1.0, 1.0))[0] for b in image_s) / len(image_s)
+    rows = fold_train if cached >= 1 else n_train * (1 - cached) + originals * cached + fold_train - originals
+    epoch_s = rows * step + fold_val * forward * val_views
     trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
     # The trial that survives every rung runs its whole schedule in one slot: the search cannot
     # end before it, and a cap that cut it would leave the best model half-trained.
-    longest_s = epoch_s * epochs + TRIAL_OVERHEAD_S
+    longest_s = (epoch_s * epochs + TRIAL_OVERHEAD_S) * LONGEST_MARGIN
     usable = budget * (1 - RESERVE) - STAGES_S
     # Promotion keeps each model's search trial as its fold 0: only K-1 folds are trained.
     trained_folds = k - 1 if cfg.oof.get("mode") == "promote" else k
@@ -235,24 +278,34 @@ def _plan(
     # A fold fit validates only its last epoch (search.oof_fold), unless plateau decays on it.
     validations = epochs if cfg.trainable.get("schedule") == "plateau" else 1
 
-    def fold_s(backbone: str) -> float:
+    def fold_s(backbone: str, cached: bool = True) -> float:
         """A fold fit: its epochs and validation, then its predictions."""
         step, forward = image_s[backbone]
+        train_share, test_share = share.get(backbone, (1.0, 1.0)) if cached else (1.0, 1.0)
+        rows_s = (originals * train_share + fold_train - originals) * step
         return (
-            epochs * fold_train * step + validations * fold_val * forward * val_views
-            + (fold_val + n_test) * forward * views + TRIAL_OVERHEAD_S
+            epochs * rows_s + validations * fold_val * forward * val_views
+            + (fold_val + n_test * test_share) * forward * views + TRIAL_OVERHEAD_S
         )  # fmt: skip
 
+    def test_cache_s(backbone: str) -> float:
+        """The test split's frozen-stage cache (both views), built by a model's first job."""
+        return n_test * 2 * image_s[backbone][1] if share.get(backbone, (1.0, 1.0))[1] < 1 else 0.0
+
     def fold0_s(backbone: str) -> float:
-        return (fold_val + n_test) * image_s[backbone][1] * views if promoted else 0.0
+        test_share = share.get(backbone, (1.0, 1.0))[1]
+        return (fold_val + n_test * test_share) * image_s[backbone][1] * views if promoted else 0.0
 
     # The OOF is priced at the backbone cheapest to refit; promotion takes a dearer one only where the
     # time allows (oof.model_s, oof.time_budget_s), so the plan does not pay for the slowest.
-    fastest = min(image_s, key=lambda b: trained_folds * fold_s(b) + fold0_s(b))
-    # Each model's fold 0 (its predictions, when promoted), then its trained folds, as the OOF queues them.
-    first = [fold0_s(fastest)] if promoted else []
-    oof_s = makespan([*first, *[fold_s(fastest)] * trained_folds] * top_k, slots)
-    model_s = {b: (trained_folds * fold_s(b) + fold0_s(b)) / slots for b in image_s}
+    fastest = min(image_s, key=lambda b: trained_folds * fold_s(b) + fold0_s(b) + test_cache_s(b))
+    # Each model's fold 0 (its predictions, when promoted), then its trained folds, as the OOF queues
+    # them; the first job of the backbone builds the test split's cache.
+    jobs = [fold0_s(fastest)] if promoted else []
+    jobs += [fold_s(fastest)] * trained_folds
+    oof_s = makespan([jobs[0] + test_cache_s(fastest), *jobs[1:], *jobs * (top_k - 1)], slots)
+    model_s = {b: (trained_folds * fold_s(b) + fold0_s(b) + test_cache_s(b)) / slots for b in image_s}
+    model_full_s = {b: (trained_folds * fold_s(b, cached=False) + fold0_s(b)) / slots for b in image_s}
     trials = math.floor((usable - oof_s) * slots / trial_s) if usable - oof_s >= longest_s else 0
     fits = trials >= min_trials
     trials = max(trials, min_trials) if fits else min_trials
@@ -262,6 +315,7 @@ def _plan(
     return BudgetPlan(
         budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed,
         oof_mode=str(cfg.oof.get("mode")), epoch_s=epoch_s, model_s=model_s, oof_backbone=fastest,
+        frozen_share={b: share.get(b, (1.0, 1.0))[0] for b in image_s}, model_full_s=model_full_s,
     )  # fmt: skip
 
 
@@ -305,6 +359,8 @@ def apply_plan(cfg: DictConfig, plan: BudgetPlan) -> None:
     cfg.oof.top_k = plan.top_k
     cfg.oof.time_budget_s = round(plan.oof_s)
     cfg.oof.model_s = {b: float(round(seconds)) for b, seconds in plan.model_s.items()}
+    if any(x < 1 for x in plan.frozen_share.values()):
+        cfg.oof.model_full_s = {b: float(round(seconds)) for b, seconds in plan.model_full_s.items()}
 
 
 def fold_epoch_rows(cfg: DictConfig) -> int:
@@ -329,7 +385,9 @@ def _backbones(cfg: DictConfig) -> list[str]:
     return [str(cfg.trainable.backbone)]
 
 
-def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int, freeze_stages: int = 0) -> float:
+def measure_speed(
+    backbone: str, image_size: int, batch_size: int, threads: int, freeze_stages: int = 0, observed: bool = True
+) -> float:
     """Training seconds per image (forward, backward, AdamW step) on this machine's CPU.
 
     What earlier searches' trials on this machine measured wins (:func:`remember_trial_speeds`:
@@ -339,10 +397,12 @@ def measure_speed(backbone: str, image_size: int, batch_size: int, threads: int,
     than NCHW for Lite0 on one core; a smaller batch than the trial's was 1.1x slower), times
     :data:`TRAIN_FACTOR`. Both live in ``<runs>/cache/speed.json``, per machine, backbone,
     size, batch, thread count and frozen stages (Lite0 steps 1.7x faster with 3 frozen).
+    ``observed=False`` takes the probe (a trial on frozen-stage caches measures another mix of
+    costs, so their plans price each part from probes).
     """
     key = _speed_key(backbone, image_size, batch_size, threads, freeze_stages)
     path, known = _speed_cache()
-    if f"observed|{key}" in known:
+    if observed and f"observed|{key}" in known:
         return float(known[f"observed|{key}"])
     if key not in known:
         known[key] = _time_steps(backbone, image_size, batch_size, threads, freeze_stages)
@@ -367,6 +427,50 @@ def measure_forward(backbone: str, image_size: int, batch_size: int, threads: in
     return float(known[key]) * PREDICT_FACTOR
 
 
+def frozen_share(
+    cfg: DictConfig, backbone: str, image_size: int, batch_size: int, threads: int
+) -> tuple[float, float]:
+    """What a fold fit's training step and a test prediction cost against whole ones when they read
+    the frozen stages' cached outputs (:mod:`trainables.frozen`); ``(1, 1)`` where the config or
+    the backbone cannot.
+
+    Ratios of probes, kept in ``speed.json`` beside them: the rest of the network's step at
+    :data:`FROZEN_REST_FACTOR` against the whole step at :data:`TRAIN_FACTOR`, and the rest's
+    forward pass against the whole one (both bare: predictions read cached images either way).
+    """
+    from trainables.frozen import config_refusal
+
+    frozen = int(cfg.trainable.get("freeze_stages", 0))
+    t = OmegaConf.to_container(cfg.trainable, resolve=True)
+    assert isinstance(t, dict)
+    if str(t.get("name", "timm")) != "timm" or frozen <= 0:
+        return 1.0, 1.0
+    from trainables import resolve_config
+    from trainables.config import BASE_DEFAULTS
+
+    trial = resolve_config(BASE_DEFAULTS, {k: v for k, v in t.items() if k in BASE_DEFAULTS})
+    device = "cpu" if not float(cfg.resources.get("gpu", 0) or 0) else "cuda"
+    if config_refusal(trial, device) is not None:
+        return 1.0, 1.0
+    key = _speed_key(backbone, image_size, batch_size, threads, frozen)
+    path, known = _speed_cache()
+    probes = {
+        f"frozen-rest|{key}": lambda: _time_steps(backbone, image_size, batch_size, threads, frozen, rest_only=True),
+        key: lambda: _time_steps(backbone, image_size, batch_size, threads, frozen),
+        f"frozen-rest-forward|{key}": lambda: _time_forward(backbone, image_size, 2 * batch_size, threads, frozen),
+        f"forward|{key}": lambda: _time_forward(backbone, image_size, 2 * batch_size, threads),
+    }
+    for name, probe in probes.items():
+        if name not in known:
+            known[name] = probe()
+            if known[name] is None:  # not a family the cache splits
+                return 1.0, 1.0
+            atomic_write_json(path, known)
+    train = float(known[f"frozen-rest|{key}"]) * FROZEN_REST_FACTOR / (float(known[key]) * TRAIN_FACTOR)
+    predict = float(known[f"frozen-rest-forward|{key}"]) / float(known[f"forward|{key}"])
+    return min(1.0, train), min(1.0, predict)
+
+
 def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, float]:
     """Store the training speed a search's trials measured, for the next plan on this machine.
 
@@ -381,11 +485,15 @@ def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, flo
     Returns:
         ``{backbone: seconds per image at the reference size}`` of what was stored.
     """
+    from trainables.frozen import config_refusal
+
     samples: dict[tuple[str, int], list[float]] = {}
     for result in results:
         config, frame = result.config or {}, result.metrics_dataframe
         if frame is None or "img_per_s" not in frame or "backbone" not in config:
             continue
+        if _read_frozen_caches(config, config_refusal):
+            continue  # its epochs built and read caches: the plan prices those parts from probes
         speeds = frame.drop_duplicates("epoch", keep="last")["img_per_s"].dropna().to_numpy()[1:]
         size = int(config["image_size"])
         scale = (REFERENCE_SIZE / size) ** 2  # a convnet's cost grows with the pixels
@@ -400,6 +508,17 @@ def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, flo
     return {backbone: seconds for (backbone, _, _), seconds in medians.items()}
 
 
+def _read_frozen_caches(config: dict[str, Any], refusal: Callable[..., str | None]) -> bool:
+    """Whether a CPU trial of this config trained on frozen-stage caches (trainables.frozen)."""
+    from trainables.config import BASE_DEFAULTS, resolve_config
+
+    try:
+        trial = resolve_config(BASE_DEFAULTS, {k: v for k, v in config.items() if k.split(".")[0] in BASE_DEFAULTS})
+    except ValueError:
+        return False
+    return refusal(trial, "cpu") is None
+
+
 def _speed_cache() -> tuple[Path, dict[str, float]]:
     """``<runs>/cache/speed.json`` and what it holds (empty before the first plan)."""
     path = runs_dir() / "cache" / "speed.json"
@@ -412,10 +531,15 @@ def _speed_key(backbone: str, image_size: int, batch_size: int, threads: int, fr
     return "|".join(map(str, (backbone, image_size, batch_size, threads, *frozen, *machine)))
 
 
-def _time_steps(backbone: str, image_size: int, batch: int, threads: int, freeze_stages: int) -> float:
+def _time_steps(
+    backbone: str, image_size: int, batch: int, threads: int, freeze_stages: int, rest_only: bool = False
+) -> Any:
+    """Seconds per image of a training step; ``rest_only``: of the step after the frozen stages,
+    on their output (None where :mod:`trainables.frozen` does not split the model)."""
     import torch
     import torch.nn.functional as F
 
+    from trainables.frozen import FrozenSplit, splits
     from trainables.models import create_model
 
     with _threads(threads):
@@ -425,25 +549,42 @@ def _time_steps(backbone: str, image_size: int, batch: int, threads: int, freeze
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         images = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=channels_last)
         labels = torch.randint(0, 100, (batch,))
+        forward = model
+        if rest_only:
+            if not splits(model):
+                return None
+            split = FrozenSplit(model, freeze_stages)
+            with torch.no_grad():
+                images = split.prefix(images).contiguous(memory_format=channels_last)
+            forward = split.rest
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(images), labels).backward()
+            F.cross_entropy(forward(images), labels).backward()
             optimizer.step()
 
         return _seconds_per_call(step) / batch
 
 
-def _time_forward(backbone: str, image_size: int, batch: int, threads: int) -> float:
+def _time_forward(backbone: str, image_size: int, batch: int, threads: int, rest_after: int = 0) -> Any:
+    """Seconds per image of a prediction; ``rest_after``: of the network after that many frozen
+    stages, on their output (None where :mod:`trainables.frozen` does not split the model)."""
     import torch
 
+    from trainables.frozen import FrozenSplit, splits
     from trainables.models import create_model
 
     with _threads(threads), torch.inference_mode():
         channels_last = torch.channels_last
         model = create_model(backbone, 100, image_size=image_size).eval().to(memory_format=channels_last)
         images = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=channels_last)
-        return _seconds_per_call(lambda: model(images)) / batch
+        forward = model
+        if rest_after:
+            if not splits(model):
+                return None
+            split = FrozenSplit(model, rest_after)
+            images, forward = split.prefix(images).contiguous(memory_format=channels_last), split.rest
+        return _seconds_per_call(lambda: forward(images)) / batch
 
 
 @contextmanager

@@ -78,7 +78,9 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
     top_k, cap = int(cfg.oof.top_k), cfg.oof.max_per_backbone
     checkpoints = {t.trial_id: t.checkpoint for t in result.trials if t.checkpoint}
     finished = _with_checkpoint(result, checkpoints, str(cfg.trainable.name), (STATUS_DONE,))
-    stopped = _with_checkpoint(result, checkpoints, str(cfg.trainable.name), (STATUS_STOPPED, STATUS_CUT))[:top_k]
+    stopped = _with_checkpoint(result, checkpoints, str(cfg.trainable.name), (STATUS_STOPPED, STATUS_CUT))
+    time = _oof_time(cfg, stopped, checkpoints)
+    stopped = stopped_candidates(stopped, time, top_k)
     pool = sorted(finished + stopped, key=lambda m: -m.search_score)
     if not pool:
         raise NothingToPromote(
@@ -86,7 +88,6 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
             "search has none (none trained an epoch, or Ray's storage is remote)"
         )
     done = {m.model_id for m in finished}
-    time = _oof_time(cfg, [m for m in pool if m.model_id not in done], checkpoints)
     if cfg.oof.select == "gain" and len(pool) > 1:
         facts = data_facts(pool)
         rows = np.flatnonzero(facts.folds == 0)
@@ -116,6 +117,14 @@ def promote(cfg: DictConfig, result: SearchResult) -> Promotion:
         f"; {', '.join(out.resume_from)} continue fold 0 from where the search stopped them" if out.resume_from else "",
     )
     return out
+
+
+def stopped_candidates(stopped: list[RefitModel], time: OofTime, top_k: int) -> list[RefitModel]:
+    """The best ``top_k`` stopped trials (best first) that fit the OOF's time alone; all of them
+    when none does. A better-scored trial too slow to refit must not push a cheaper one out of the
+    candidates: a compete run promoted a Lite2 trial at twice the OOF's time, the Lite0 trial
+    the search's cap had cut behind it left out."""
+    return ([m for m in stopped if time.fits([], m)] or stopped)[:top_k]
 
 
 def _oof_time(cfg: DictConfig, stopped: list[RefitModel], checkpoints: dict[str, str]) -> OofTime:

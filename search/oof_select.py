@@ -141,17 +141,21 @@ class OofTime:
         model_s: ``oof.model_s``: one model's OOF seconds per backbone (a backbone not in it costs
             the dearest one that is).
         extra_s: Seconds a model adds beyond its backbone's (a stopped trial's fold 0 to finish).
+        full_s: ``oof.model_full_s``: ``model_s`` of a model whose config keeps its folds from
+            reading the frozen stages' caches (:func:`trainables.frozen.config_refusal`).
     """
 
     budget_s: float | None = None
     model_s: Mapping[str, float] = field(default_factory=dict)
     extra_s: Mapping[str, float] = field(default_factory=dict)
+    full_s: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, oof: Any) -> OofTime:
-        """From the config's ``oof:`` section (``time_budget_s``, ``model_s``)."""
+        """From the config's ``oof:`` section (``time_budget_s``, ``model_s``, ``model_full_s``)."""
         budget, costs = oof.get("time_budget_s"), dict(oof.get("model_s") or {})
-        return cls(None if budget is None else float(budget), costs)
+        full = dict(oof.get("model_full_s") or {})
+        return cls(None if budget is None else float(budget), costs, full_s=full)
 
     @property
     def limited(self) -> bool:
@@ -161,7 +165,12 @@ class OofTime:
         """Seconds ``model``'s OOF takes (0 without a plan)."""
         if not self.model_s:
             return 0.0
-        return self.model_s.get(model.backbone, max(self.model_s.values())) + self.extra_s.get(model.model_id, 0.0)
+        from trainables.frozen import config_refusal
+
+        costs = self.model_s
+        if self.full_s and model.trainable == "timm" and config_refusal(model.config) is not None:
+            costs = self.full_s
+        return costs.get(model.backbone, max(costs.values())) + self.extra_s.get(model.model_id, 0.0)
 
     def fits(self, chosen: list[RefitModel], model: RefitModel) -> bool:
         """Whether ``model`` still fits beside ``chosen``."""

@@ -81,8 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 1
+    if code == 0:  # a failed stage's rerun reads them again
+        _prune_frozen_caches()
     where(outcome, results)
     return code
+
+
+def _prune_frozen_caches() -> None:
+    """A finished flow's frozen-stage caches (trainables.frozen) are of no use to the next one."""
+    from trainables.frozen import prune_frozen_caches
+
+    removed, freed = prune_frozen_caches()
+    if removed:
+        log.info("removed %d frozen-stage caches (%.1f GB)", removed, freed / 1e9)
 
 
 def prepare(argv: Sequence[str]) -> tuple[DictConfig, bool]:

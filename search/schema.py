@@ -95,6 +95,7 @@ class OofSchema:
     ship_results: Any = MISSING  # auto, true or false (checked in search.validate)
     time_budget_s: Optional[Number] = MISSING  # noqa: UP045 - set by budget=, like tune.time_budget_s
     model_s: dict[str, float] = MISSING  # set by budget=: one model's OOF seconds, per backbone
+    model_full_s: dict[str, float] = MISSING  # the same for a model whose folds cannot read frozen-stage caches
 
 
 @dataclass

@@ -188,3 +188,40 @@ def test_the_oof_is_priced_as_tune_queues_its_jobs_on_the_slots() -> None:
     assert makespan([92, 320, 320, 320, 320], slots=2) == 732
     assert makespan([100, 100, 100, 100], slots=2) == 200
     assert makespan([50, 10], slots=4) == 50
+
+
+def test_fold_fits_that_read_the_searchs_frozen_stage_caches_are_priced_at_the_rest_of_the_step() -> None:
+    """With frozen stages (trainables.frozen) a promoted model's folds find every epoch's frozen
+    outputs built by its search trial, and the test split's by the first job: the plan prices a
+    fold's steps and test predictions at the rest of the network, and tells promotion what a model
+    that cannot read them costs (oof.model_full_s)."""
+    base = ["trainable.backbone=test_efficientnet", "trainable.pretrained=false", "trainable.image_size=64"]
+    base += ["trainable.freeze_stages=2", "oof.mode=promote", "budget=2h"]
+    cached = plan_budget(load_config(base), n_train=735, n_test=240, slots=2)
+    plain = plan_budget(load_config([*base, "trainable.frozen_cache=false"]), n_train=735, n_test=240, slots=2)
+    share = cached.frozen_share["test_efficientnet"]
+    assert 0 < share < 1 and plain.frozen_share["test_efficientnet"] == 1
+    assert any("the frozen stages' outputs the search cached" in line for line in cached.lines())
+    b = "test_efficientnet"
+    assert cached.model_full_s[b] > cached.model_s[b]
+    assert plain.model_full_s[b] == pytest.approx(plain.model_s[b])
+    cfg = load_config(base)
+    apply_plan(cfg, cached)
+    assert dict(cfg.oof.model_full_s) == {k: round(v) for k, v in cached.model_full_s.items()}
+    # a base config the cache cannot serve (object split adds rows outside the split) is priced whole
+    split = plan_budget(load_config([*base, "trainable.aug.object_split=true"]), n_train=735, n_test=240, slots=2)
+    assert split.frozen_share[b] == 1
+
+
+def test_promotion_prices_a_model_that_cannot_read_the_frozen_caches_at_its_whole_cost() -> None:
+    from search.oof_select import OofTime, RefitModel
+    from trainables.config import BASE_DEFAULTS, resolve_config
+
+    def model(**keys: object) -> RefitModel:
+        config = resolve_config(BASE_DEFAULTS, {"freeze_stages": 3, **keys})
+        return RefitModel("m", "t", "timm", config, 4, 0.5, "lite0")
+
+    time = OofTime(1000.0, {"lite0": 300.0}, full_s={"lite0": 450.0})
+    assert time.cost(model()) == 300.0
+    assert time.cost(model(**{"aug.object_split": True})) == 450.0
+    assert OofTime(1000.0, {"lite0": 300.0}).cost(model(**{"aug.object_split": True})) == 300.0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from common.io import runs_dir
+from common.io import read_json, runs_dir
 from search.budget import IMAGE_SIZES
 from search.config import read_config
 from search.records import list_experiments, search_dir
 from search.run import main
+from trainables.features import feature_cache_dir
 
 pytestmark = pytest.mark.slow
 
@@ -37,3 +38,7 @@ def test_a_tiny_budget_runs_the_compete_flow_end_to_end(capsys: pytest.CaptureFi
     frame = pd.read_csv(submission)
     assert list(frame.columns) == ["ID", "image_path", "target"] and len(frame) == 240
     assert "Where everything is:" in out and str(submission) in out
+    # compete freezes 3 stages: fold fits read the search's frozen-stage caches, gone once it ends
+    assert "fold fits read the frozen stages' outputs the search cached" in out
+    sidecars = [read_json(p) or {} for p in feature_cache_dir().glob("*.json")]
+    assert not [s for s in sidecars if (s.get("spec") or {}).get("kind") == "frozen-stages"]

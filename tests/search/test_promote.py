@@ -120,6 +120,17 @@ def test_under_a_budget_a_model_too_slow_for_the_oofs_time_is_passed_over() -> N
     assert OofTime(1000.0, {"small": 480.0}, {"fast": 100.0}).cost(models[1]) == 580.0
 
 
+def test_a_stopped_trial_too_slow_for_the_oof_leaves_its_place_to_one_that_fits() -> None:
+    from search.oof_promote import stopped_candidates
+
+    slow, fast, fast2 = _model("slow", "big"), _model("fast", "small"), _model("fast2", "small")
+    time = OofTime(600.0, {"small": 550.0, "big": 1200.0})
+    assert stopped_candidates([slow, fast, fast2], time, top_k=1) == [fast]
+    assert stopped_candidates([slow, fast, fast2], time, top_k=2) == [fast, fast2]
+    assert stopped_candidates([slow], time, top_k=1) == [slow]  # none fits: promotion takes the cheapest
+    assert stopped_candidates([slow, fast], OofTime(), top_k=1) == [slow]  # no plan: by score
+
+
 # ---------------------------------------------------------------------- a real promotion (slow)
 
 
