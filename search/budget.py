@@ -107,8 +107,8 @@ class BudgetPlan:
         model_s: One model's share of the slots' OOF seconds (its fold jobs' work / slots), per
             backbone; promotion sums these against ``oof_s``.
         oof_backbone: The backbone ``oof_s`` is priced at (the fastest to refit).
-        frozen_share: Per backbone, what a fold fit's training step costs against a search trial's
-            when it reads the frozen stages' cached outputs (1: it cannot; :mod:`trainables.frozen`).
+        frozen_share: Per backbone, what a fold fit's step on a cached row costs against one on
+            images (1: its folds cannot read the frozen stages' caches; :mod:`trainables.frozen`).
         model_full_s: ``model_s`` of a model whose folds run the frozen stages themselves.
     """
 
@@ -485,14 +485,12 @@ def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, flo
     Returns:
         ``{backbone: seconds per image at the reference size}`` of what was stored.
     """
-    from trainables.frozen import config_refusal
-
     samples: dict[tuple[str, int], list[float]] = {}
     for result in results:
         config, frame = result.config or {}, result.metrics_dataframe
         if frame is None or "img_per_s" not in frame or "backbone" not in config:
             continue
-        if _read_frozen_caches(config, config_refusal):
+        if _read_frozen_caches(config):
             continue  # its epochs built and read caches: the plan prices those parts from probes
         speeds = frame.drop_duplicates("epoch", keep="last")["img_per_s"].dropna().to_numpy()[1:]
         size = int(config["image_size"])
@@ -508,15 +506,16 @@ def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, flo
     return {backbone: seconds for (backbone, _, _), seconds in medians.items()}
 
 
-def _read_frozen_caches(config: dict[str, Any], refusal: Callable[..., str | None]) -> bool:
+def _read_frozen_caches(config: dict[str, Any]) -> bool:
     """Whether a CPU trial of this config trained on frozen-stage caches (trainables.frozen)."""
     from trainables.config import BASE_DEFAULTS, resolve_config
+    from trainables.frozen import config_refusal
 
     try:
         trial = resolve_config(BASE_DEFAULTS, {k: v for k, v in config.items() if k.split(".")[0] in BASE_DEFAULTS})
     except ValueError:
         return False
-    return refusal(trial, "cpu") is None
+    return config_refusal(trial, "cpu") is None
 
 
 def _speed_cache() -> tuple[Path, dict[str, float]]:

@@ -225,3 +225,25 @@ def test_promotion_prices_a_model_that_cannot_read_the_frozen_caches_at_its_whol
     assert time.cost(model()) == 300.0
     assert time.cost(model(**{"aug.object_split": True})) == 450.0
     assert OofTime(1000.0, {"lite0": 300.0}).cost(model(**{"aug.object_split": True})) == 300.0
+
+
+def test_trials_on_frozen_stage_caches_are_not_remembered_as_a_step_on_images(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """A cached trial's epochs mix a cache build, cached rows and whole fill copies: the plan
+    prices those parts from probes, so only trials on images set the machine's observed speed."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from search.budget import remember_trial_speeds
+
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    frame = pd.DataFrame({"epoch": [1, 2, 3], "img_per_s": [10.0, 20.0, 20.0]})
+    base = {"backbone": "lite", "image_size": 128, "batch_size": 32}
+    on_images = SimpleNamespace(config={**base, "freeze_stages": 0}, metrics_dataframe=frame)
+    cached = SimpleNamespace(config={**base, "backbone": "frozen", "freeze_stages": 3}, metrics_dataframe=frame)
+    split = SimpleNamespace(
+        config={**base, "backbone": "split", "freeze_stages": 3, "aug.object_split": True}, metrics_dataframe=frame
+    )
+    assert remember_trial_speeds([on_images, cached, split], threads=1) == {"lite": 0.05, "split": 0.05}
