@@ -170,7 +170,7 @@ def predict_config(
         mine, theirs = (asked[head][rest], base[head][rest]) if rest else (asked[key], base[key])
         if mine != theirs:
             raise ValueError(f"config {key}={mine!r} but the checkpoint was trained with {theirs!r}")
-    return {**base, **{k: asked[k] for k in RUNTIME_KEYS}}
+    return {**base, **{k: asked[k] for k in RUNTIME_KEYS if k in asked}}  # frozen_cache is timm's alone
 
 
 def predict_elsewhere(
