@@ -438,19 +438,11 @@ def frozen_share(
     :data:`FROZEN_REST_FACTOR` against the whole step at :data:`TRAIN_FACTOR`, and the rest's
     forward pass against the whole one (both bare: predictions read cached images either way).
     """
-    from trainables.frozen import config_refusal
-
     frozen = int(cfg.trainable.get("freeze_stages", 0))
     t = OmegaConf.to_container(cfg.trainable, resolve=True)
     assert isinstance(t, dict)
-    if str(t.get("name", "timm")) != "timm" or frozen <= 0:
-        return 1.0, 1.0
-    from trainables import resolve_config
-    from trainables.config import BASE_DEFAULTS
-
-    trial = resolve_config(BASE_DEFAULTS, {k: v for k, v in t.items() if k in BASE_DEFAULTS})
     device = "cpu" if not float(cfg.resources.get("gpu", 0) or 0) else "cuda"
-    if config_refusal(trial, device) is not None:
+    if str(t.get("name", "timm")) != "timm" or not _read_frozen_caches(t, device):
         return 1.0, 1.0
     key = _speed_key(backbone, image_size, batch_size, threads, frozen)
     path, known = _speed_cache()
@@ -506,8 +498,9 @@ def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, flo
     return {backbone: seconds for (backbone, _, _), seconds in medians.items()}
 
 
-def _read_frozen_caches(config: dict[str, Any]) -> bool:
-    """Whether a CPU trial of this config trained on frozen-stage caches (trainables.frozen)."""
+def _read_frozen_caches(config: dict[str, Any], device: str = "cpu") -> bool:
+    """Whether a trial of this (flat or dotted) trainable config trains on frozen-stage caches
+    (trainables.frozen), as far as its config tells."""
     from trainables.config import BASE_DEFAULTS, resolve_config
     from trainables.frozen import config_refusal
 
@@ -515,7 +508,7 @@ def _read_frozen_caches(config: dict[str, Any]) -> bool:
         trial = resolve_config(BASE_DEFAULTS, {k: v for k, v in config.items() if k.split(".")[0] in BASE_DEFAULTS})
     except ValueError:
         return False
-    return config_refusal(trial, "cpu") is None
+    return config_refusal(trial, device) is None
 
 
 def _speed_cache() -> tuple[Path, dict[str, float]]:

@@ -41,7 +41,6 @@ class _TimmTrial(LoaderTrial):
     factors: Factorisation | None = None  # the network's factor heads
     decomposition: Factorisation | None = None  # the classes as factors, for per-factor metrics
     frozen: EpochFeatures | None = None  # training reads the frozen stages' outputs (trainables.frozen)
-    train_labels: np.ndarray | None = None  # per training row, as the loader has them
 
     def batches(self, epoch: int) -> Any:
         if self.frozen is None:
@@ -49,7 +48,7 @@ class _TimmTrial(LoaderTrial):
         self.sampler.set_epoch(epoch)
         loader = self.train_loader
         features = self.frozen.batches(
-            list(self.sampler), self.train_labels, int(loader.batch_size), bool(loader.drop_last), epoch
+            list(self.sampler), loader.dataset.labels, int(loader.batch_size), bool(loader.drop_last), epoch
         )
         smoothing = float(self.config["label_smoothing"])
         return mixed_batches(features, self.mixer, len(self.data.classes), smoothing)
@@ -132,7 +131,6 @@ class TimmClassifier(TrainableBase):
             cfg, runtime, data, model, Batcher(runtime, mean, std),
             train_loader=train_loader, sampler=sampler, val_loader=val_loader, mixer=mixer,
             factors=factors, decomposition=decomposition, frozen=frozen,
-            train_labels=data.rows.train_labels if train_labels is None else train_labels,
         )  # fmt: skip
 
     def predict_rows(self, request: PredictRequest) -> np.ndarray:
