@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from common.allocator import keep_freed_memory
 from common.io import atomic_write_json, runs_dir
 from search.algorithms import auto_grace_period
 from search.config import ConfigError, dimensions
@@ -71,7 +72,7 @@ TRAIN_FACTOR = 1.45
 # Predictions read cached images without augmentation: priced at 1.1x their forward probe, the
 # same run's fold predictions took no longer than planned.
 PREDICT_FACTOR = 1.1
-_SPEED_VERSION = 3  # 3: speed.json holds the bare probes; the factors apply when a plan reads them
+_SPEED_VERSION = 4  # 3: bare probes, the factors applied when read; 4: timed with common.allocator
 # A fold fit that reads the frozen stages' outputs from the search's caches (trainables.frozen)
 # runs the rest of the network at this many times its bare probe (gathering the cached rows,
 # mixing): on sketchy125 (Lite0, 192 px, 3 stages frozen) a cached fold epoch took 28.5 s against
@@ -581,9 +582,11 @@ def _time_forward(backbone: str, image_size: int, batch: int, threads: int, rest
 
 @contextmanager
 def _threads(threads: int) -> Iterator[None]:
-    """Torch's intra-op threads set to a trial's CPU share for a probe, then put back."""
+    """Torch's intra-op threads set to a trial's CPU share for a probe, then put back; the
+    allocator kept as trials keep it (:mod:`common.allocator`), or the probe times page faults."""
     import torch
 
+    keep_freed_memory()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from common.allocator import allocator_env, keep_freed_memory
 from common.sockets import RAY_TEMP_MAX, short_socket_temp
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
 
     short_socket_temp("RAY_TMPDIR", RAY_TEMP_MAX)  # a local Ray under a deep TMPDIR
     os.environ["RUNS_DIR"] = str(runs)
+    keep_freed_memory()  # a local Ray's workers inherit the allocator settings (common.allocator)
     if ray.is_initialized():
         yield dict(ray.cluster_resources())
         return
@@ -78,6 +80,7 @@ def ray_session(cfg: DictConfig, runs: Path) -> Iterator[dict[str, float]]:
                 "and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token from `ray get-auth-token`)"
             )
         env = {} if remote_storage(cfg, runs) else {"RUNS_DIR": str(runs)}
+        env.update(allocator_env())  # workers started by `ray start` elsewhere
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
         quiet = int(cfg.get("verbose", 1)) < 2

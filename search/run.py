@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from common.allocator import keep_freed_memory
 from common.io import runs_dir
 from search.config import RESUMABLE_KEYS, ConfigError, load_config, parse_overrides, read_config
 from search.help import HELP_ARGS, usage
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage(argv))
         return 0
     setup_logging()
+    keep_freed_memory()  # before the plan's probes time a step, and before Ray starts its workers
     try:
         cfg, resume = prepare(argv)
         setup_logging(int(cfg.verbose))

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from common.allocator import keep_freed_memory
 from common.errors import DeterministicError
 from trainables.registry import create_trainable
 from trainables.session import RaySession
@@ -97,6 +98,7 @@ def ray_trainable(name: str) -> type:
     create_trainable(name)  # unknown name: fail in the driver, listing the valid ones
 
     def train(config: dict[str, Any]) -> None:
+        keep_freed_memory()  # a worker of a cluster started without the settings: its thresholds at least
         session = RaySession()
         with deterministic_errors():
             create_trainable(name).fit(dict(config), session)

@@ -34,8 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from common.allocator import keep_freed_memory
     from trainables.registry import create_trainable
     from trainables.session import InlineSession
+
+    keep_freed_memory()
 
     try:
         trainable = create_trainable(args.trainable)
