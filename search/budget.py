@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -73,16 +73,37 @@ TRAIN_FACTOR = 1.45
 # same run's fold predictions took no longer than planned.
 PREDICT_FACTOR = 1.1
 _SPEED_VERSION = 4  # 3: bare probes, the factors applied when read; 4: timed with common.allocator
-# A fold fit that reads the frozen stages' outputs from the search's caches (trainables.frozen)
-# runs the rest of the network at this many times its bare probe (gathering the cached rows,
-# mixing): on sketchy125 (Lite0, 192 px, 3 stages frozen) a cached fold epoch took 28.5 s against
-# 60 s on images, 0.48 of it, where the bare probes' ratio is 0.59 (the whole step's probe is
-# priced at TRAIN_FACTOR for what loading and augmentation add, which cached rows no longer pay).
-FROZEN_REST_FACTOR = 1.18
+# A trial that reads the frozen stages' outputs from caches (trainables.frozen) trains the rest of
+# the network on a cached row, and the whole network on a copy that fills a short class (its
+# frozen pass on the spot), at this many times their bare probes: no loader workers share the
+# core. On sketchy125 (Lite0, 192 px, 3 stages frozen, two slots busy) a cached fold epoch took
+# 30.5 s where those probes add up to 30.4 s.
+FROZEN_REST_FACTOR = 1.05
+# A search epoch on the caches also builds its cache (the frozen stages' forward pass on every
+# image of the split, priced as predictions are) and validates, opens its loaders, checkpoints and
+# reports: 7.5 s beyond its probes for Lite0 on sketchy125 (47.5 s an epoch), 3.5 s for Lite1.
+CACHED_EPOCH_S = 6.0
 # The search's cap leaves the trial that runs its whole schedule this much over its estimate: it
 # is the one a cut hurts most (in a compete run the reference Lite0 trial, its epochs 5% over their
 # price, was cut 4 s before its last epoch ended, and another model took its place).
 LONGEST_MARGIN = 1.1
+
+
+class FrozenShare(NamedTuple):
+    """What reading the frozen stages' caches makes of a row's cost, as a share of a training step
+    on images (``train``, ``fill``, ``build``) or of a prediction on images (``test``)."""
+
+    train: float = 1.0  # a fold fit's step on a cached row
+    test: float = 1.0  # a prediction from the test split's cache
+    fill: float = 1.0  # a copy filling a short class: its frozen pass on the spot, then the rest
+    build: float = 0.0  # the frozen stages' forward pass on one image, building an epoch's cache
+
+    @property
+    def cached(self) -> bool:
+        return self.train < 1
+
+
+NO_CACHE = FrozenShare()
 
 
 @dataclass
@@ -224,7 +245,7 @@ def plan_budget(
     # grows with the input, so it is measured at the size a plan tries first and mostly keeps.
     share = {b: frozen_share(cfg, b, sizes[0], batch, threads) for b in backbones}
     measured = {
-        b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen, observed=share[b][0] >= 1) for b in backbones
+        b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen, observed=not share[b].cached) for b in backbones
     }
     forwards = {b: measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones}
     for size in sizes:
@@ -245,16 +266,16 @@ def plan_budget(
 def _plan(
     cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: dict[str, tuple[float, float]],
     n_train: int, n_test: int, k: int, top_k: int, min_trials: int, epoch_rows: int | None,
-    share: dict[str, tuple[float, float]] | None = None,
+    share: dict[str, FrozenShare] | None = None,
 ) -> BudgetPlan:  # fmt: skip
     """One candidate plan; ``image_s`` holds each backbone's seconds per image of a training step and
-    of a prediction at ``size``, ``share`` what a fold fit's step and a test prediction cost against
-    those when they read frozen-stage caches (default ``(1, 1)``: they cannot).
+    of a prediction at ``size``, ``share`` what rows cost against those when they read frozen-stage
+    caches (default :data:`NO_CACHE`: they cannot).
 
     With frozen-stage caches a search trial builds its epoch's cache (the frozen stages on every
     image of the split), trains the rest of the network on its own rows, and passes the copies
-    that fill short classes through the whole network (on sketchy125 9% more than an epoch on
-    images); a fold fit of a promoted model finds the caches built."""
+    that fill short classes through the whole network; a fold fit of a promoted model finds the
+    caches built."""
     share = share or {}
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
     val_views = 2 if cfg.trainable.get("tta_flip") else 1
@@ -262,11 +283,17 @@ def _plan(
     # Of a fold epoch's rows, the originals read the frozen-stage caches; the copies that fill
     # short classes go through the frozen stages on the spot (trainables.frozen).
     originals = min(fold_train, n_train * (k - 1) / k)
+
+    def search_epoch_s(backbone: str) -> float:
+        step, forward = image_s[backbone]
+        s = share.get(backbone, NO_CACHE)
+        if not s.cached:
+            return fold_train * step + fold_val * forward * val_views
+        rows = n_train * s.build + originals * s.train + (fold_train - originals) * s.fill
+        return rows * step + fold_val * forward * val_views + CACHED_EPOCH_S
+
     # The search tries every backbone of the space: its epoch is their average.
-    step, forward = (sum(x) / len(image_s) for x in zip(*image_s.values(), strict=True))
-    cached = sum(share.get(b, (1.0, 1.0))[0] for b in image_s) / len(image_s)
-    rows = fold_train if cached >= 1 else n_train * (1 - cached) + originals * cached + fold_train - originals
-    epoch_s = rows * step + fold_val * forward * val_views
+    epoch_s = sum(search_epoch_s(b) for b in image_s) / len(image_s)
     trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
     # The trial that survives every rung runs its whole schedule in one slot: the search cannot
     # end before it, and a cap that cut it would leave the best model half-trained.
@@ -282,19 +309,19 @@ def _plan(
     def fold_s(backbone: str, cached: bool = True) -> float:
         """A fold fit: its epochs and validation, then its predictions."""
         step, forward = image_s[backbone]
-        train_share, test_share = share.get(backbone, (1.0, 1.0)) if cached else (1.0, 1.0)
-        rows_s = (originals * train_share + fold_train - originals) * step
+        s = share.get(backbone, NO_CACHE) if cached else NO_CACHE
+        rows_s = (originals * s.train + (fold_train - originals) * s.fill) * step
         return (
             epochs * rows_s + validations * fold_val * forward * val_views
-            + (fold_val + n_test * test_share) * forward * views + TRIAL_OVERHEAD_S
+            + (fold_val + n_test * s.test) * forward * views + TRIAL_OVERHEAD_S
         )  # fmt: skip
 
     def test_cache_s(backbone: str) -> float:
         """The test split's frozen-stage cache (both views), built by a model's first job."""
-        return n_test * 2 * image_s[backbone][1] if share.get(backbone, (1.0, 1.0))[1] < 1 else 0.0
+        return n_test * 2 * image_s[backbone][1] if share.get(backbone, NO_CACHE).test < 1 else 0.0
 
     def fold0_s(backbone: str) -> float:
-        test_share = share.get(backbone, (1.0, 1.0))[1]
+        test_share = share.get(backbone, NO_CACHE).test
         return (fold_val + n_test * test_share) * image_s[backbone][1] * views if promoted else 0.0
 
     # The OOF is priced at the backbone cheapest to refit; promotion takes a dearer one only where the
@@ -316,7 +343,7 @@ def _plan(
     return BudgetPlan(
         budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed,
         oof_mode=str(cfg.oof.get("mode")), epoch_s=epoch_s, model_s=model_s, oof_backbone=fastest,
-        frozen_share={b: share.get(b, (1.0, 1.0))[0] for b in image_s}, model_full_s=model_full_s,
+        frozen_share={b: share.get(b, NO_CACHE).train for b in image_s}, model_full_s=model_full_s,
     )  # fmt: skip
 
 
@@ -430,21 +457,23 @@ def measure_forward(backbone: str, image_size: int, batch_size: int, threads: in
 
 def frozen_share(
     cfg: DictConfig, backbone: str, image_size: int, batch_size: int, threads: int
-) -> tuple[float, float]:
-    """What a fold fit's training step and a test prediction cost against whole ones when they read
-    the frozen stages' cached outputs (:mod:`trainables.frozen`); ``(1, 1)`` where the config or
-    the backbone cannot.
+) -> FrozenShare:
+    """What rows cost against whole steps and predictions on images when they read the frozen
+    stages' cached outputs (:mod:`trainables.frozen`); :data:`NO_CACHE` where the config or the
+    backbone cannot.
 
-    Ratios of probes, kept in ``speed.json`` beside them: the rest of the network's step at
-    :data:`FROZEN_REST_FACTOR` against the whole step at :data:`TRAIN_FACTOR`, and the rest's
-    forward pass against the whole one (both bare: predictions read cached images either way).
+    Ratios of probes, kept in ``speed.json`` beside them: the rest of the network's step (a cached
+    row) and the whole step (a fill copy) at :data:`FROZEN_REST_FACTOR` against the whole step at
+    :data:`TRAIN_FACTOR`; the frozen stages' forward pass (the whole forward less the rest's, at
+    :data:`PREDICT_FACTOR`) against it too; and the rest's forward pass against the whole one
+    (both bare: predictions read cached images either way).
     """
     frozen = int(cfg.trainable.get("freeze_stages", 0))
     t = OmegaConf.to_container(cfg.trainable, resolve=True)
     assert isinstance(t, dict)
     device = "cpu" if not float(cfg.resources.get("gpu", 0) or 0) else "cuda"
     if str(t.get("name", "timm")) != "timm" or not _read_frozen_caches(t, device):
-        return 1.0, 1.0
+        return NO_CACHE
     key = _speed_key(backbone, image_size, batch_size, threads, frozen)
     path, known = _speed_cache()
     probes = {
@@ -457,11 +486,16 @@ def frozen_share(
         if name not in known:
             known[name] = probe()
             if known[name] is None:  # not a family the cache splits
-                return 1.0, 1.0
+                return NO_CACHE
             atomic_write_json(path, known)
-    train = float(known[f"frozen-rest|{key}"]) * FROZEN_REST_FACTOR / (float(known[key]) * TRAIN_FACTOR)
-    predict = float(known[f"frozen-rest-forward|{key}"]) / float(known[f"forward|{key}"])
-    return min(1.0, train), min(1.0, predict)
+    step = float(known[key]) * TRAIN_FACTOR
+    rest_forward, forward = float(known[f"frozen-rest-forward|{key}"]), float(known[f"forward|{key}"])
+    return FrozenShare(
+        train=min(1.0, float(known[f"frozen-rest|{key}"]) * FROZEN_REST_FACTOR / step),
+        test=min(1.0, rest_forward / forward),
+        fill=min(1.0, float(known[key]) * FROZEN_REST_FACTOR / step),
+        build=max(0.0, forward - rest_forward) * PREDICT_FACTOR / step,
+    )
 
 
 def remember_trial_speeds(results: Iterable[Any], threads: int) -> dict[str, float]:
