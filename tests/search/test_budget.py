@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+from pathlib import Path
 
 import pytest
 
@@ -211,6 +212,31 @@ def test_fold_fits_that_read_the_searchs_frozen_stage_caches_are_priced_at_the_r
     # a base config the cache cannot serve (object split adds rows outside the split) is priced whole
     split = plan_budget(load_config([*base, "trainable.aug.object_split=true"]), n_train=735, n_test=240, slots=2)
     assert split.frozen_share[b] == 1
+
+
+def test_cached_epochs_are_priced_as_a_measured_compete_run_took_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probes of a compete run (Lite0, 192 px, 3 stages frozen, one core a slot, the allocator
+    kept) and what its epochs took on sketchy125 (1735 rows, 1388 a fold, 612 fill copies, two
+    slots busy): a fold epoch 30.5 s, a search epoch, which builds its cache, 47.5 s."""
+    from search import budget
+
+    probes = {"step": 0.01822, "rest": 0.01385, "forward": 0.00665, "rest_forward": 0.00299}
+    monkeypatch.setattr(budget, "_speed_cache", lambda: (Path("/nonexistent"), {}))
+    monkeypatch.setattr(budget, "atomic_write_json", lambda *args: None)
+    monkeypatch.setattr(
+        budget, "_time_steps", lambda *a, rest_only=False: probes["rest" if rest_only else "step"]
+    )
+    monkeypatch.setattr(budget, "_time_forward", lambda b, s, n, t, rest_after=0: probes[
+        "rest_forward" if rest_after else "forward"
+    ])  # fmt: skip
+    cfg = load_config(["space=compete", "trainable.group_pattern=none", "budget=1h"])
+    share = budget.frozen_share(cfg, "tf_efficientnet_lite0", 192, 32, 1)
+    step = probes["step"] * budget.TRAIN_FACTOR
+    fold_epoch = (1388 * share.train + 612 * share.fill) * step
+    search_epoch = fold_epoch + 1735 * share.build * step + 347 * probes["forward"] * budget.PREDICT_FACTOR
+    search_epoch += budget.CACHED_EPOCH_S
+    assert fold_epoch == pytest.approx(30.5, rel=0.1)
+    assert search_epoch == pytest.approx(47.5, rel=0.1)
 
 
 def test_promotion_prices_a_model_that_cannot_read_the_frozen_caches_at_its_whole_cost() -> None:
