@@ -230,16 +230,20 @@ def test_cached_epochs_are_priced_as_a_measured_compete_run_took_them(monkeypatc
         "rest_forward" if rest_after else "forward"
     ])  # fmt: skip
     cfg = load_config(["space=compete", "trainable.group_pattern=none", "budget=1h"])
-    share = budget.frozen_share(cfg, "tf_efficientnet_lite0", 192, 32, 1)
+    b = "tf_efficientnet_lite0"
+    share = budget.frozen_share(cfg, b, 192, 32, 1)
     step = probes["step"] * budget.TRAIN_FACTOR
+    image_s = {b: (step, probes["forward"] * budget.PREDICT_FACTOR)}
+
+    def search_epoch(shares: dict) -> float:  # the plan's own price of a search epoch
+        plan = budget._plan(cfg, 3600, 2, 192, 6, image_s, 1735, 1390, 5, 1, 1, 2000, shares)
+        return plan.epoch_s
+
     fold_epoch = (1388 * share.train + 612 * share.fill) * step
-    search_epoch = fold_epoch + 1735 * share.build * step + 347 * probes["forward"] * budget.PREDICT_FACTOR
-    search_epoch += budget.CACHED_EPOCH_S
     assert fold_epoch == pytest.approx(30.5, rel=0.1)
-    assert search_epoch == pytest.approx(47.5, rel=0.1)
+    assert search_epoch({b: share}) == pytest.approx(47.5, rel=0.1)
     # the same run's Lite0 trial on images (frozen_cache=false): 2,000 rows and its validation
-    on_images = 2000 * step + 347 * probes["forward"] * budget.PREDICT_FACTOR
-    assert on_images == pytest.approx(43.5, rel=0.1)
+    assert search_epoch({}) == pytest.approx(43.5, rel=0.1)
 
 
 def test_promotion_prices_a_model_that_cannot_read_the_frozen_caches_at_its_whole_cost() -> None:
