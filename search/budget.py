@@ -31,7 +31,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,7 +42,9 @@ from omegaconf import DictConfig, OmegaConf
 from common.allocator import keep_freed_memory
 from common.io import atomic_write_json, runs_dir
 from search.algorithms import auto_grace_period
-from search.config import ConfigError, dimensions
+from search.config import ConfigError, dimensions, narrow_search, trainable_config
+from search.oof_select import TIME_SLACK
+from search.space import nested
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,9 @@ class BudgetPlan:
         frozen_share: Per backbone, what a fold fit's step on a cached row costs against one on
             images (1: its folds cannot read the frozen stages' caches; :mod:`trainables.frozen`).
         model_full_s: ``model_s`` of a model whose folds run the frozen stages themselves.
+        left_out: Values of searched choices the search leaves out, ``{path: [values]}``: a
+            backbone whose model alone is over the OOF's time, and values whose folds cannot read
+            the frozen-stage caches (``aug.object_split=True``) when no backbone left fits then.
     """
 
     budget_s: float
@@ -151,6 +156,7 @@ class BudgetPlan:
     oof_backbone: str = ""
     frozen_share: dict[str, float] = field(default_factory=dict)
     model_full_s: dict[str, float] = field(default_factory=dict)
+    left_out: dict[str, list[Any]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """What was chosen and why, for the terminal."""
@@ -173,11 +179,13 @@ class BudgetPlan:
                 + ", ".join(f"{b} {x:.2f}x" for b, x in shared.items())
                 + " of one on images (the copies that fill short classes, all of it)"
             )
-        if len(self.model_s) > 1:
+        if len(self.model_s) - len(self.left_out.get("backbone", [])) > 1:
             out.append(
                 f"the OOF is priced at {self.oof_backbone}, the fastest to refit; a slower model is chosen only "
                 f"while the chosen models' folds fit in its {_fmt(self.oof_s)}"
             )
+        if self.left_out:
+            out.append(self._left_out_line())
         if self.fits and self.trials < self.explore_trials:
             out.append(
                 f"note: {self.trials} trials cannot explore this space (a space-filling start needs "
@@ -190,6 +198,22 @@ class BudgetPlan:
                 "smallest plan. Give more time (budget=...) or fewer searched keys"
             )
         return out
+
+    def _left_out_line(self) -> str:
+        """Why the search leaves values out: the OOF could not refit a model that has them."""
+        parts = []
+        for path, values in self.left_out.items():
+            if path == "backbone":
+                parts += [f"{b} (its folds {_fmt(self.model_s[b])})" for b in values]
+            else:
+                kept = [b for b in self.model_full_s if b not in self.left_out.get("backbone", [])]
+                cheapest = min(self.model_full_s[b] for b in kept)
+                shown = ", ".join(f"{path}={v}" for v in values)
+                parts.append(f"{shown} (its folds train on images, not the caches: {_fmt(cheapest)})")
+        return (
+            f"left out of the search, as the OOF's {_fmt(self.oof_s)} could not refit them: {', '.join(parts)}; "
+            "a larger budget searches them"
+        )
 
 
 def parse_budget(text: object) -> float:
@@ -230,12 +254,11 @@ def plan_budget(
     k = int(cfg.trainable.k)
     backbones = _backbones(cfg)
     threads = max(1, int(float(cfg.resources.cpu)))
-    explore = max(len(dimensions(cfg)) + 1, 2 * slots, 6)
-    short = max(2 * slots, 4)
-    # (refit models, trials): an exploring search and an ensemble first, then a short search with one
-    # model. A short search rarely finishes two models worth promoting: a 21-minute plan of 2 models
-    # x 4 epochs found one (the others stopped or cut), where 1 model could have had more epochs.
-    shapes = ((3, explore), (2, explore), (1, short))
+    # (refit models, whether its search must explore): an exploring search and an ensemble first,
+    # then a short search with one model. A short search rarely finishes two models worth promoting:
+    # a 21-minute plan of 2 models x 4 epochs found one (the others stopped or cut), where 1 model
+    # could have had more epochs.
+    shapes = ((3, True), (2, True), (1, False))
     plan = None
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
     batch, frozen = int(cfg.trainable.batch_size), int(cfg.trainable.get("freeze_stages", 0))
@@ -251,21 +274,48 @@ def plan_budget(
     for size in sizes:
         scale = (size / REFERENCE_SIZE) ** 2  # a convnet's cost grows with the pixels
         image_s = {b: (measured[b] * scale, forwards[b] * scale) for b in backbones}
-        for top_k, min_trials in shapes:
+        for top_k, explores in shapes:
             for epochs in EPOCH_CHOICES:
                 plan = _plan(
-                    cfg, budget, slots, size, epochs, image_s, n_train, n_test, k, top_k, min_trials, epoch_rows,
+                    cfg, budget, slots, size, epochs, image_s, n_train, n_test, k, top_k, explores, epoch_rows,
                     share,
                 )  # fmt: skip
                 if plan.fits:
-                    return replace(plan, explore_trials=explore)
+                    return plan
     assert plan is not None
-    return replace(plan, explore_trials=explore)
+    return plan
+
+
+def explore_trials(cfg: DictConfig, slots: int, left_out: dict[str, list[Any]] | None = None) -> int:
+    """Trials a space-filling start needs: one per searched key and one, or two rounds of the slots.
+    A choice the plan narrows to one value is no longer searched."""
+    dims = dimensions(cfg)
+    fixed = [p for p, values in (left_out or {}).items() if p in dims and len(dims[p].args) - len(values) <= 1]
+    return max(len(dims) - len(fixed) + 1, 2 * slots, 6)
+
+
+def _values_on_images(cfg: DictConfig) -> dict[str, list[Any]]:
+    """Values of searched choices (not the backbone) whose folds cannot read the frozen-stage
+    caches while the config's own can (``aug.object_split=True``): their models cost
+    ``model_full_s``. Empty when the config's folds train on images anyway."""
+    from trainables.frozen import config_refusal
+
+    base = trainable_config(cfg)
+    if cfg.trainable.name != "timm" or config_refusal(base) is not None:
+        return {}
+    out: dict[str, list[Any]] = {}
+    for path, dim in dimensions(cfg).items():
+        if dim.kind != "choice" or path == "backbone":
+            continue
+        refused = [v for v in dim.args if config_refusal(nested({path: v}, base)) is not None]
+        if refused and len(refused) < len(dim.args):
+            out[path] = refused
+    return out
 
 
 def _plan(
     cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: dict[str, tuple[float, float]],
-    n_train: int, n_test: int, k: int, top_k: int, min_trials: int, epoch_rows: int | None,
+    n_train: int, n_test: int, k: int, top_k: int, explores: bool, epoch_rows: int | None,
     share: dict[str, FrozenShare] | None = None,
 ) -> BudgetPlan:  # fmt: skip
     """One candidate plan; ``image_s`` holds each backbone's seconds per image of a training step and
@@ -275,7 +325,11 @@ def _plan(
     With frozen-stage caches a search trial builds its epoch's cache (the frozen stages on every
     image of the split), trains the rest of the network on its own rows, and passes the copies
     that fill short classes through the whole network; a fold fit of a promoted model finds the
-    caches built."""
+    caches built.
+
+    The search leaves out what the OOF could not refit (:attr:`BudgetPlan.left_out`): a trial
+    whose model is over the OOF's time is never promoted, so its epochs would buy nothing but a
+    leaderboard row. ``explores``: the plan needs the trials of a space-filling start."""
     share = share or {}
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
     val_views = 2 if cfg.trainable.get("tta_flip") else 1
@@ -292,12 +346,6 @@ def _plan(
         rows = n_train * s.build + originals * s.train + (fold_train - originals) * s.fill
         return rows * step + fold_val * forward * val_views + CACHED_EPOCH_S
 
-    # The search tries every backbone of the space: its epoch is their average.
-    epoch_s = sum(search_epoch_s(b) for b in image_s) / len(image_s)
-    trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
-    # The trial that survives every rung runs its whole schedule in one slot: the search cannot
-    # end before it, and a cap that cut it would leave the best model half-trained.
-    longest_s = (epoch_s * epochs + TRIAL_OVERHEAD_S) * LONGEST_MARGIN
     usable = budget * (1 - RESERVE) - STAGES_S
     # Promotion keeps each model's search trial as its fold 0: only K-1 folds are trained.
     trained_folds = k - 1 if cfg.oof.get("mode") == "promote" else k
@@ -334,6 +382,24 @@ def _plan(
     oof_s = makespan([jobs[0] + test_cache_s(fastest), *jobs[1:], *jobs * (top_k - 1)], slots)
     model_s = {b: (trained_folds * fold_s(b) + fold0_s(b) + test_cache_s(b)) / slots for b in image_s}
     model_full_s = {b: (trained_folds * fold_s(b, cached=False) + fold0_s(b)) / slots for b in image_s}
+    # What the OOF could refit alone: promotion passes over a model beyond it (oof_select.OofTime).
+    limit = oof_s * TIME_SLACK
+    left_out: dict[str, list[Any]] = {}
+    if "backbone" in dimensions(cfg):
+        left_out["backbone"] = [b for b in image_s if model_s[b] > limit]
+    kept = [b for b in image_s if b not in left_out.get("backbone", [])]
+    cached = any(share.get(b, NO_CACHE).cached for b in kept)
+    if cached and not any(model_full_s[b] <= limit for b in kept):
+        left_out.update(_values_on_images(cfg))
+    left_out = {path: values for path, values in left_out.items() if values}
+    # The search tries every backbone it keeps: its epoch is their average.
+    epoch_s = sum(search_epoch_s(b) for b in kept) / len(kept)
+    trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
+    # The trial that survives every rung runs its whole schedule in one slot: the search cannot
+    # end before it, and a cap that cut it would leave the best model half-trained.
+    longest_s = (epoch_s * epochs + TRIAL_OVERHEAD_S) * LONGEST_MARGIN
+    explore = explore_trials(cfg, slots, left_out)
+    min_trials = explore if explores else max(2 * slots, 4)
     trials = math.floor((usable - oof_s) * slots / trial_s) if usable - oof_s >= longest_s else 0
     fits = trials >= min_trials
     trials = max(trials, min_trials) if fits else min_trials
@@ -344,6 +410,7 @@ def _plan(
         budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed,
         oof_mode=str(cfg.oof.get("mode")), epoch_s=epoch_s, model_s=model_s, oof_backbone=fastest,
         frozen_share={b: share.get(b, NO_CACHE).train for b in image_s}, model_full_s=model_full_s,
+        explore_trials=explore, left_out=left_out,
     )  # fmt: skip
 
 
@@ -387,6 +454,7 @@ def apply_plan(cfg: DictConfig, plan: BudgetPlan) -> None:
     cfg.oof.top_k = plan.top_k
     cfg.oof.time_budget_s = round(plan.oof_s)
     cfg.oof.model_s = {b: float(round(seconds)) for b, seconds in plan.model_s.items()}
+    narrow_search(cfg, plan.left_out)
     if any(x < 1 for x in plan.frozen_share.values()):
         cfg.oof.model_full_s = {b: float(round(seconds)) for b, seconds in plan.model_full_s.items()}
 

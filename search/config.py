@@ -284,6 +284,41 @@ def _prune_points(cfg: DictConfig, searched_before: set[str], dims: Mapping[str,
     cfg.tune.points_to_evaluate = points_for_variants(points)
 
 
+def narrow_search(cfg: DictConfig, drop: Mapping[str, Sequence[Any]]) -> None:
+    """Take values out of searched choices (``budget=`` leaves out what its OOF could not refit).
+
+    A choice left with one value is no longer searched: its trainable key takes that value. A
+    known-good point that holds a value taken out is dropped; the others lose the keys no longer
+    searched. Grids and ranges are left as they are.
+
+    Args:
+        cfg: A loaded config; ``search``, ``trainable`` and ``tune.points_to_evaluate`` change.
+        drop: ``{searched path: values to take out}``.
+    """
+    dims = dimensions(cfg)
+    searched_before = set(dims)
+    points = [
+        {k.removeprefix("trainable."): v for k, v in flatten(p).items()}
+        for p in OmegaConf.to_container(cfg.tune.points_to_evaluate) or []
+    ]
+    for path, values in drop.items():
+        dim = dims.get(path)
+        if dim is None or dim.kind != "choice":
+            continue
+        kept = [v for v in dim.args if v not in list(values)]
+        if not kept or len(kept) == len(dim.args):
+            continue
+        points = [p for p in points if p.get(path, kept[0]) in kept]
+        if len(kept) == 1:
+            del dims[path]
+            OmegaConf.update(cfg.trainable, path, kept[0], merge=False)
+        else:
+            dims[path] = Dimension(path, dim.kind, tuple(kept))
+    cfg.tune.points_to_evaluate = points_for_variants(points)
+    _prune_points(cfg, searched_before, dims)
+    cfg.search = nest_search(dims)
+
+
 def _check_search_keys(dims: Mapping[str, Dimension], cfg: DictConfig) -> None:
     for path in dims:
         node = OmegaConf.select(cfg.trainable, path, default=KeyError)

@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from search.budget import apply_plan, fold_epoch_rows, parse_budget, plan_budget
 from search.config import ConfigError, load_config
@@ -236,7 +237,7 @@ def test_cached_epochs_are_priced_as_a_measured_compete_run_took_them(monkeypatc
     image_s = {b: (step, probes["forward"] * budget.PREDICT_FACTOR)}
 
     def search_epoch(shares: dict) -> float:  # the plan's own price of a search epoch
-        plan = budget._plan(cfg, 3600, 2, 192, 6, image_s, 1735, 1390, 5, 1, 1, 2000, shares)
+        plan = budget._plan(cfg, 3600, 2, 192, 6, image_s, 1735, 1390, 5, 1, False, 2000, shares)
         return plan.epoch_s
 
     fold_epoch = (1388 * share.train + 612 * share.fill) * step
@@ -280,3 +281,51 @@ def test_trials_on_frozen_stage_caches_are_not_remembered_as_a_step_on_images(
         config={**base, "backbone": "split", "freeze_stages": 3, "aug.object_split": True}, metrics_dataframe=frame
     )
     assert remember_trial_speeds([on_images, cached, split], threads=1) == {"lite": 0.05, "split": 0.05}
+
+
+def test_the_search_leaves_out_what_the_oofs_time_could_not_refit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compete run at the plain fine-tune's time (18 min) searched Lite1, Lite2 and object split,
+    whose folds no OOF of that plan could train: its finished trials were those, and promotion
+    took the cheapest over its time (CV 2 points below the plain run, 103% of the budget). The
+    plan now searches only what it could promote, and a larger budget searches everything."""
+    from search import budget
+    from search.plan import dimensions
+    from search.space import normalize_points
+
+    cost = {"tf_efficientnet_lite0": 1.0, "tf_efficientnet_lite1": 1.3, "tf_efficientnet_lite2": 1.8}
+    monkeypatch.setattr(budget, "_speed_cache", lambda: (Path("/nonexistent"), {}))
+    monkeypatch.setattr(budget, "atomic_write_json", lambda *args: None)
+    monkeypatch.setattr(
+        budget, "_time_steps", lambda b, *a, rest_only=False: cost[b] * (0.0138 if rest_only else 0.0182)
+    )
+    monkeypatch.setattr(
+        budget, "_time_forward", lambda b, s, n, t, rest_after=0: cost[b] * (0.003 if rest_after else 0.0067)
+    )
+
+    def planned(minutes: int) -> tuple[budget.BudgetPlan, object]:
+        cfg = load_config(["space=compete", "trainable.group_pattern=none", f"budget={minutes}m"])
+        plan = plan_budget(cfg, n_train=1735, n_test=1390, slots=2, epoch_rows=2000)
+        apply_plan(cfg, plan)
+        return plan, cfg
+
+    short, cfg = planned(18)
+    assert short.top_k == 1
+    assert short.left_out == {
+        "backbone": ["tf_efficientnet_lite1", "tf_efficientnet_lite2"], "aug.object_split": [True]
+    }  # fmt: skip
+    assert any(line.startswith("left out of the search") for line in short.lines())
+    searched = dimensions(cfg)
+    assert "backbone" not in searched and "aug.object_split" not in searched and "lr" in searched
+    assert cfg.trainable.backbone == "tf_efficientnet_lite0" and cfg.trainable.aug.object_split is False
+    # the reference point still leads the search, on the keys still searched
+    from search.config import trainable_config
+
+    (point,) = normalize_points(
+        OmegaConf.to_container(cfg.tune.points_to_evaluate), searched, trainable_config(cfg)
+    )
+    assert point["lr"] == 1e-3 and set(point) == set(searched)
+    # every backbone's model fits the OOF of a plan with an ensemble: nothing is left out
+    long, cfg = planned(180)
+    assert long.top_k == 3 and long.left_out == {}
+    assert {"backbone", "aug.object_split"} <= set(dimensions(cfg))
+    assert short.explore_trials < long.explore_trials

@@ -258,3 +258,21 @@ def test_pseudo_and_oof_read_their_keys_typed(capsys: pytest.CaptureFixture[str]
 
     assert pseudo_main(["threshold=high"]) == 2
     assert "threshold='high'" in capsys.readouterr().err  # refused before any search is looked up
+
+
+def test_narrowing_a_choice_drops_its_values_and_the_points_that_hold_them() -> None:
+    from search.config import narrow_search
+
+    cfg = load_config([
+        "trainable.backbone=test_efficientnet",
+        "search.backbone={choice: [test_efficientnet, test_convnext, test_vit]}",
+        "search.aug.cutmix={choice: [0.0, 0.5]}",
+        "tune.points_to_evaluate=[{backbone: test_vit, lr: 0.001}, {backbone: test_efficientnet, aug.cutmix: 0.5}]",
+    ])  # fmt: skip
+    narrow_search(cfg, {"backbone": ["test_vit"], "aug.cutmix": [0.5], "lr": [0.001]})
+    dims = dimensions(cfg)
+    assert dims["backbone"].args == ("test_efficientnet", "test_convnext")
+    assert "aug.cutmix" not in dims and cfg.trainable.aug.cutmix == 0.0  # one value left: not searched
+    assert "lr" in dims  # a range is not a choice: left as it is
+    # the test_vit point is gone; the other held cutmix 0.5, taken out too
+    assert OmegaConf.to_container(cfg.tune.points_to_evaluate) == []
