@@ -31,7 +31,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -137,6 +137,7 @@ class BudgetPlan:
         left_out: Values of searched choices the search leaves out, ``{path: [values]}``: a
             backbone whose model alone is over the OOF's time, and values whose folds cannot read
             the frozen-stage caches (``aug.object_split=True``) when no backbone left fits then.
+        whole_space_s: The least budget (in 5-minute steps) whose plan leaves nothing out.
     """
 
     budget_s: float
@@ -157,10 +158,12 @@ class BudgetPlan:
     frozen_share: dict[str, float] = field(default_factory=dict)
     model_full_s: dict[str, float] = field(default_factory=dict)
     left_out: dict[str, list[Any]] = field(default_factory=dict)
+    whole_space_s: float | None = None
 
     def lines(self) -> list[str]:
         """What was chosen and why, for the terminal."""
-        speeds = ", ".join(f"{b} {1 / s:.0f} img/s" for b, s in self.sec_per_image.items())
+        dropped = self.left_out.get("backbone", [])  # said once, in the line on what is left out
+        speeds = ", ".join(f"{b} {1 / s:.0f} img/s" for b, s in self.sec_per_image.items() if b not in dropped)
         head = (
             f"budget {_fmt(self.budget_s)} on {self.slots} trial slot(s): {self.trials} trials x up to "
             f"{self.epochs} epochs at {self.image_size} px, then the best {self.top_k} "
@@ -172,14 +175,14 @@ class BudgetPlan:
             f"measured training speed per slot: {speeds}"
         )
         out = [head, estimate]
-        shared = {b: x for b, x in self.frozen_share.items() if x < 1}
+        shared = {b: x for b, x in self.frozen_share.items() if x < 1 and b not in dropped}
         if shared:
             out.append(
                 "fold fits read the frozen stages' outputs the search cached: a cached row's step costs "
                 + ", ".join(f"{b} {x:.2f}x" for b, x in shared.items())
                 + " of one on images (the copies that fill short classes, all of it)"
             )
-        if len(self.model_s) - len(self.left_out.get("backbone", [])) > 1:
+        if len(self.model_s) - len(dropped) > 1:
             out.append(
                 f"the OOF is priced at {self.oof_backbone}, the fastest to refit; a slower model is chosen only "
                 f"while the chosen models' folds fit in its {_fmt(self.oof_s)}"
@@ -212,8 +215,9 @@ class BudgetPlan:
                 parts.append(f"{shown} (its folds train on images, not the caches: {_fmt(cheapest)})")
         return (
             f"left out of the search, as the OOF's {_fmt(self.oof_s)} could not refit them: {', '.join(parts)}; "
-            "a larger budget searches them"
-        )
+            + (f"budget={_fmt(self.whole_space_s).replace(' ', '')} searches them" if self.whole_space_s
+               else "a larger budget searches them")
+        )  # fmt: skip
 
 
 def parse_budget(text: object) -> float:
@@ -259,7 +263,6 @@ def plan_budget(
     # a 21-minute plan of 2 models x 4 epochs found one (the others stopped or cut), where 1 model
     # could have had more epochs.
     shapes = ((3, True), (2, True), (1, False))
-    plan = None
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
     batch, frozen = int(cfg.trainable.batch_size), int(cfg.trainable.get("freeze_stages", 0))
     # The config's image size is the largest the plan may choose (the space's, or the user's).
@@ -271,19 +274,40 @@ def plan_budget(
         b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen, observed=not share[b].cached) for b in backbones
     }
     forwards = {b: measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones}
-    for size in sizes:
-        scale = (size / REFERENCE_SIZE) ** 2  # a convnet's cost grows with the pixels
-        image_s = {b: (measured[b] * scale, forwards[b] * scale) for b in backbones}
-        for top_k, explores in shapes:
-            for epochs in EPOCH_CHOICES:
-                plan = _plan(
-                    cfg, budget, slots, size, epochs, image_s, n_train, n_test, k, top_k, explores, epoch_rows,
-                    share,
-                )  # fmt: skip
-                if plan.fits:
-                    return plan
-    assert plan is not None
+
+    def choose(seconds: float) -> BudgetPlan:
+        plan = None
+        for size in sizes:
+            scale = (size / REFERENCE_SIZE) ** 2  # a convnet's cost grows with the pixels
+            image_s = {b: (measured[b] * scale, forwards[b] * scale) for b in backbones}
+            for top_k, explores in shapes:
+                for epochs in EPOCH_CHOICES:
+                    plan = _plan(
+                        cfg, seconds, slots, size, epochs, image_s, n_train, n_test, k, top_k, explores,
+                        epoch_rows, share,
+                    )  # fmt: skip
+                    if plan.fits:
+                        return plan
+        assert plan is not None
+        return plan
+
+    plan = choose(budget)
+    if plan.left_out:
+        plan = replace(plan, whole_space_s=_least_budget(budget, lambda s: not choose(s).left_out))
     return plan
+
+
+def _least_budget(budget: float, enough: Callable[[float], bool]) -> float | None:
+    """The least budget, in 5-minute steps up to 8 times ``budget``, that is ``enough`` (a binary
+    search: a larger budget leaves out no more); None beyond that."""
+    steps = [300.0 * n for n in range(math.ceil(budget / 300), math.ceil(8 * budget / 300) + 1)]
+    if not steps or not enough(steps[-1]):
+        return None
+    low, high = 0, len(steps) - 1
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(steps[middle]) else (middle + 1, high)
+    return steps[low]
 
 
 def explore_trials(cfg: DictConfig, slots: int, left_out: dict[str, list[Any]] | None = None) -> int:

@@ -313,7 +313,12 @@ def test_the_search_leaves_out_what_the_oofs_time_could_not_refit(monkeypatch: p
     assert short.left_out == {
         "backbone": ["tf_efficientnet_lite1", "tf_efficientnet_lite2"], "aug.object_split": [True]
     }  # fmt: skip
-    assert any(line.startswith("left out of the search") for line in short.lines())
+    # and it says from which budget on the whole space is searched
+    assert short.whole_space_s is not None and short.whole_space_s % 300 == 0
+    whole = round(short.whole_space_s / 60)
+    (line,) = [line for line in short.lines() if line.startswith("left out of the search")]
+    assert line.endswith(f"budget={whole}min searches them")
+    assert planned(whole)[0].left_out == {} and planned(whole - 5)[0].left_out
     searched = dimensions(cfg)
     assert "backbone" not in searched and "aug.object_split" not in searched and "lr" in searched
     assert cfg.trainable.backbone == "tf_efficientnet_lite0" and cfg.trainable.aug.object_split is False
