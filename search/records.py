@@ -15,6 +15,7 @@ from common.io import atomic_write_json
 
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
+PLAN_FILE = "budget_plan.txt"  # what budget= chose and left out, as the terminal said it
 
 
 @dataclass

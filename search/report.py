@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from common.io import atomic_write_text, runs_dir
+from search.records import PLAN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def write_report(experiment: str, runs: Path | None = None, mlflow_url: str | No
         f"<p class='muted'>written {when} from {_e(folder)}</p>",
         f"<p>MLflow: <a href='{_e(mlflow_url)}'>{_e(mlflow_url)}</a></p>" if mlflow_url else "",
         _submission_section(runs, experiment),
+        _text_section("Budget plan", folder / PLAN_FILE),
         _table_section("Leaderboard", folder / "leaderboard.csv"),
         _plots_section(folder),
         _table_section(

@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from common.allocator import keep_freed_memory
-from common.io import runs_dir
+from common.io import atomic_write_text, runs_dir
 from search.config import RESUMABLE_KEYS, ConfigError, load_config, parse_overrides, read_config
 from search.help import HELP_ARGS, usage
 from search.leaderboard import print_leaderboard
 from search.preflight import Preflight, preflight
 from search.progress import setup_logging
-from search.records import CONFIG_FILE, list_experiments, search_dir
+from search.records import CONFIG_FILE, PLAN_FILE, STATE_FILE, list_experiments, search_dir
 from search.report import search_page
 from search.runner import SearchOutcome, run_search
 from search.stages import run_stages
@@ -171,6 +171,12 @@ def size_to_budget(cfg: DictConfig, checked: Preflight) -> None:
     apply_plan(cfg, plan)
     for line in plan.lines():
         print(line, flush=True)
+    # Kept beside the leaderboard (and in MLflow and the report): the saved config holds what the
+    # plan chose, this says why. Not over an experiment of the same name, which the search refuses.
+    folder = search_dir(runs_dir(), str(cfg.experiment))
+    if not (folder / STATE_FILE).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / PLAN_FILE, "\n".join(plan.lines()) + "\n")
 
 
 def failure_reason(outcome: SearchOutcome) -> str:

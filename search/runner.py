@@ -35,7 +35,7 @@ from search.leaderboard import (
 from search.plots import write_plots
 from search.preflight import Preflight
 from search.progress import LiveReporter
-from search.records import CONFIG_FILE, SearchRecord, load_record, save_record, search_dir
+from search.records import CONFIG_FILE, PLAN_FILE, SearchRecord, load_record, save_record, search_dir
 from search.space import build_param_space, flatten
 from search.trial_ends import TRIAL_ENDS_FILE, TrialEnds, read_trial_ends
 
@@ -390,7 +390,7 @@ def _finish_parent(
     }
     if outcome.best is not None:
         metrics[f"best_{metric}"] = float(outcome.best[metric])
-    extra = [outcome.out_dir / name for name in ("skipped.csv", "leak_audit.txt")]  # when written
+    extra = [outcome.out_dir / name for name in ("skipped.csv", "leak_audit.txt", PLAN_FILE)]  # when written
     files = [*outcome.files, outcome.out_dir / CONFIG_FILE, *(p for p in extra if p.exists())]
     status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(record.status, "FAILED")
     tracking.finish_run(tracker, record.parent_run_id, metrics=metrics, artifacts=files, status=status)

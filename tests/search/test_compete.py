@@ -31,7 +31,11 @@ def test_a_tiny_budget_runs_the_compete_flow_end_to_end(capsys: pytest.CaptureFi
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "budget 4 min on" in out and "estimate:" in out  # the plan is said before the search
-    cfg = read_config(search_dir(runs_dir(), "compete-tiny") / "config.yaml")
+    folder = search_dir(runs_dir(), "compete-tiny")
+    plan = (folder / "budget_plan.txt").read_text()  # and kept, as said, in the folder and the report
+    assert plan.startswith("budget 4 min on") and plan.splitlines()[0] in out
+    assert "<h2>Budget plan</h2>" in (folder / "report.html").read_text()
+    cfg = read_config(folder / "config.yaml")
     assert cfg.trainable.image_size in IMAGE_SIZES and cfg.tune.time_budget_s <= 240
     assert "compete-tiny" in list_experiments(runs_dir())
     submission = runs_dir() / "ensembles" / "compete-tiny" / "auto" / "submission.csv"
