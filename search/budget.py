@@ -274,6 +274,7 @@ def plan_budget(
         b: measure_speed(b, REFERENCE_SIZE, batch, threads, frozen, observed=not share[b].cached) for b in backbones
     }
     forwards = {b: measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones}
+    on_images = _values_on_images(cfg)  # read off the config once, not per candidate plan
 
     def choose(seconds: float) -> BudgetPlan:
         plan = None
@@ -284,7 +285,7 @@ def plan_budget(
                 for epochs in EPOCH_CHOICES:
                     plan = _plan(
                         cfg, seconds, slots, size, epochs, image_s, n_train, n_test, k, top_k, explores,
-                        epoch_rows, share,
+                        epoch_rows, share, on_images,
                     )  # fmt: skip
                     if plan.fits:
                         return plan
@@ -310,7 +311,7 @@ def _least_budget(budget: float, enough: Callable[[float], bool]) -> float | Non
     return steps[low]
 
 
-def explore_trials(cfg: DictConfig, slots: int, left_out: dict[str, list[Any]] | None = None) -> int:
+def _explore_trials(cfg: DictConfig, slots: int, left_out: dict[str, list[Any]] | None = None) -> int:
     """Trials a space-filling start needs: one per searched key and one, or two rounds of the slots.
     A choice the plan narrows to one value is no longer searched."""
     dims = dimensions(cfg)
@@ -340,7 +341,7 @@ def _values_on_images(cfg: DictConfig) -> dict[str, list[Any]]:
 def _plan(
     cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: dict[str, tuple[float, float]],
     n_train: int, n_test: int, k: int, top_k: int, explores: bool, epoch_rows: int | None,
-    share: dict[str, FrozenShare] | None = None,
+    share: dict[str, FrozenShare] | None = None, on_images: dict[str, list[Any]] | None = None,
 ) -> BudgetPlan:  # fmt: skip
     """One candidate plan; ``image_s`` holds each backbone's seconds per image of a training step and
     of a prediction at ``size``, ``share`` what rows cost against those when they read frozen-stage
@@ -353,7 +354,8 @@ def _plan(
 
     The search leaves out what the OOF could not refit (:attr:`BudgetPlan.left_out`): a trial
     whose model is over the OOF's time is never promoted, so its epochs would buy nothing but a
-    leaderboard row. ``explores``: the plan needs the trials of a space-filling start."""
+    leaderboard row. ``explores``: the plan needs the trials of a space-filling start;
+    ``on_images``: :func:`_values_on_images` of ``cfg`` (computed here when not given)."""
     share = share or {}
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
     val_views = 2 if cfg.trainable.get("tta_flip") else 1
@@ -414,7 +416,7 @@ def _plan(
     kept = [b for b in image_s if b not in left_out.get("backbone", [])]
     cached = any(share.get(b, NO_CACHE).cached for b in kept)
     if cached and not any(model_full_s[b] <= limit for b in kept):
-        left_out.update(_values_on_images(cfg))
+        left_out.update(_values_on_images(cfg) if on_images is None else on_images)
     left_out = {path: values for path, values in left_out.items() if values}
     # The search tries every backbone it keeps: its epoch is their average.
     epoch_s = sum(search_epoch_s(b) for b in kept) / len(kept)
@@ -422,7 +424,7 @@ def _plan(
     # The trial that survives every rung runs its whole schedule in one slot: the search cannot
     # end before it, and a cap that cut it would leave the best model half-trained.
     longest_s = (epoch_s * epochs + TRIAL_OVERHEAD_S) * LONGEST_MARGIN
-    explore = explore_trials(cfg, slots, left_out)
+    explore = _explore_trials(cfg, slots, left_out)
     min_trials = explore if explores else max(2 * slots, 4)
     trials = math.floor((usable - oof_s) * slots / trial_s) if usable - oof_s >= longest_s else 0
     fits = trials >= min_trials

@@ -305,13 +305,15 @@ def narrow_search(cfg: DictConfig, drop: Mapping[str, Sequence[Any]]) -> None:
         dim = dims.get(path)
         if dim is None or dim.kind != "choice":
             continue
-        kept = [v for v in dim.args if v not in list(values)]
+        kept = [v for v in dim.args if v not in values]
         if not kept or len(kept) == len(dim.args):
             continue
-        points = [p for p in points if p.get(path, kept[0]) in kept]
+        # the base value completes partial points (normalize_points): it must be one of those kept
+        if len(kept) == 1 or OmegaConf.select(cfg.trainable, path) not in kept:
+            OmegaConf.update(cfg.trainable, path, kept[0], merge=False)
+        points = [p for p in points if path not in p or p[path] in kept]
         if len(kept) == 1:
             del dims[path]
-            OmegaConf.update(cfg.trainable, path, kept[0], merge=False)
         else:
             dims[path] = Dimension(path, dim.kind, tuple(kept))
     cfg.tune.points_to_evaluate = points_for_variants(points)

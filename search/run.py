@@ -169,14 +169,14 @@ def size_to_budget(cfg: DictConfig, checked: Preflight) -> None:
 
     plan = plan_budget(cfg, checked.n_train, checked.n_test, local_slots(cfg), fold_epoch_rows(cfg))
     apply_plan(cfg, plan)
-    for line in plan.lines():
-        print(line, flush=True)
+    lines = plan.lines()
+    print("\n".join(lines), flush=True)
     # Kept beside the leaderboard (and in MLflow and the report): the saved config holds what the
     # plan chose, this says why. Not over an experiment of the same name, which the search refuses.
     folder = search_dir(runs_dir(), str(cfg.experiment))
     if not (folder / STATE_FILE).exists():
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / PLAN_FILE, "\n".join(plan.lines()) + "\n")
+        atomic_write_text(folder / PLAN_FILE, "\n".join(lines) + "\n")
 
 
 def failure_reason(outcome: SearchOutcome) -> str:

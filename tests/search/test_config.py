@@ -276,3 +276,20 @@ def test_narrowing_a_choice_drops_its_values_and_the_points_that_hold_them() -> 
     assert "lr" in dims  # a range is not a choice: left as it is
     # the test_vit point is gone; the other held cutmix 0.5, taken out too
     assert OmegaConf.to_container(cfg.tune.points_to_evaluate) == []
+
+
+def test_narrowing_away_the_base_value_moves_the_base_to_a_value_kept() -> None:
+    """A partial known-good point takes its missing keys from the base config (normalize_points)."""
+    from search.config import narrow_search
+    from search.space import normalize_points
+
+    cfg = load_config([
+        "trainable.backbone=test_efficientnet",
+        "search.backbone={choice: [test_efficientnet, test_convnext, test_vit]}",
+        "tune.points_to_evaluate=[{lr: 0.001}]",
+    ])  # fmt: skip
+    narrow_search(cfg, {"backbone": ["test_efficientnet"]})
+    dims = dimensions(cfg)
+    assert dims["backbone"].args == ("test_convnext", "test_vit") and cfg.trainable.backbone == "test_convnext"
+    points = OmegaConf.to_container(cfg.tune.points_to_evaluate)
+    assert normalize_points(points, dims, trainable_config(cfg))[0]["backbone"] == "test_convnext"
