@@ -54,6 +54,8 @@ PLAIN = {
     "label_smoothing": 0.1,
     "aug.sketch_ab": True,
     "tta_flip": True,
+    # A fine-tune by hand starts from a random head (timm's); the trainable's default probes it.
+    "head_init": "random",
 }
 
 

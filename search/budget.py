@@ -85,6 +85,11 @@ FROZEN_REST_FACTOR = 1.05
 # image of the split, priced as predictions are) and validates, opens its loaders, checkpoints and
 # reports: 7.5 s beyond its probes for Lite0 on sketchy125 (47.5 s an epoch), 3.5 s for Lite1.
 CACHED_EPOCH_S = 6.0
+# A trial whose head starts as a linear probe (trainables.probe) fits it by L-BFGS on its training
+# rows' pooled features (both views): seconds per row-view and class (sketchy125: 2,774 row-views,
+# 125 classes, 3.7-4.8 s). The pooled features themselves are a forward pass over the train split's
+# two views, built once per backbone by the search's first trial (the other slots wait for it).
+PROBE_FIT_S = 1.4e-5
 # The search's cap leaves the trial that runs its whole schedule this much over its estimate: it
 # is the one a cut hurts most (in a compete run the reference Lite0 trial, its epochs 5% over their
 # price, was cut 4 s before its last epoch ended, and another model took its place).
@@ -239,8 +244,9 @@ def parse_budget(text: object) -> float:
 
 
 def plan_budget(
-    cfg: DictConfig, n_train: int, n_test: int, slots: int, epoch_rows: int | None = None
-) -> BudgetPlan:
+    cfg: DictConfig, n_train: int, n_test: int, slots: int, epoch_rows: int | None = None,
+    n_classes: int | None = None,
+) -> BudgetPlan:  # fmt: skip
     """Choose image size, epochs, trials and top-k so the flow fits ``cfg.budget``.
 
     Args:
@@ -250,6 +256,7 @@ def plan_budget(
         slots: Trials that run at once.
         epoch_rows: Rows one training epoch of a fold goes through, class-balancing copies
             included (:func:`fold_epoch_rows`); by default the K-1 folds' share of ``n_train``.
+        n_classes: Classes of the data (the linear probe's cost); by default read from the data.
 
     Returns:
         The plan; apply it with :func:`apply_plan`.
@@ -275,6 +282,7 @@ def plan_budget(
     }
     forwards = {b: measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones}
     on_images = _values_on_images(cfg)  # read off the config once, not per candidate plan
+    probe = _probe_rows(cfg, n_train, n_classes)
 
     def choose(seconds: float) -> BudgetPlan:
         plan = None
@@ -285,7 +293,7 @@ def plan_budget(
                 for epochs in EPOCH_CHOICES:
                     plan = _plan(
                         cfg, seconds, slots, size, epochs, image_s, n_train, n_test, k, top_k, explores,
-                        epoch_rows, share, on_images,
+                        epoch_rows, share, on_images, probe,
                     )  # fmt: skip
                     if plan.fits:
                         return plan
@@ -319,6 +327,22 @@ def _explore_trials(cfg: DictConfig, slots: int, left_out: dict[str, list[Any]] 
     return max(len(dims) - len(fixed) + 1, 2 * slots, 6)
 
 
+def _probe_rows(cfg: DictConfig, n_train: int, n_classes: int | None) -> tuple[int, int]:
+    """``(row-views, classes)`` of a trial's linear probe (:mod:`trainables.probe`), ``(0, 0)`` when
+    the config's trials start from a random head."""
+    from trainables.probe import probes
+
+    if cfg.trainable.name != "timm" or not probes(trainable_config(cfg)):
+        return 0, 0
+    if n_classes is None:
+        from trainables.split import config_folds
+
+        ds, _ = config_folds(OmegaConf.to_container(cfg.trainable, resolve=True))  # type: ignore[arg-type]
+        n_classes = int(ds.num_classes)
+    k = int(cfg.trainable.k)
+    return round(2 * n_train * (k - 1) / k), int(n_classes)
+
+
 def _values_on_images(cfg: DictConfig) -> dict[str, list[Any]]:
     """Values of searched choices (not the backbone) whose folds cannot read the frozen-stage
     caches while the config's own can (``aug.object_split=True``): their models cost
@@ -342,6 +366,7 @@ def _plan(
     cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: dict[str, tuple[float, float]],
     n_train: int, n_test: int, k: int, top_k: int, explores: bool, epoch_rows: int | None,
     share: dict[str, FrozenShare] | None = None, on_images: dict[str, list[Any]] | None = None,
+    probe: tuple[int, int] = (0, 0),
 ) -> BudgetPlan:  # fmt: skip
     """One candidate plan; ``image_s`` holds each backbone's seconds per image of a training step and
     of a prediction at ``size``, ``share`` what rows cost against those when they read frozen-stage
@@ -355,7 +380,9 @@ def _plan(
     The search leaves out what the OOF could not refit (:attr:`BudgetPlan.left_out`): a trial
     whose model is over the OOF's time is never promoted, so its epochs would buy nothing but a
     leaderboard row. ``explores``: the plan needs the trials of a space-filling start;
-    ``on_images``: :func:`_values_on_images` of ``cfg`` (computed here when not given)."""
+    ``on_images``: :func:`_values_on_images` of ``cfg`` (computed here when not given); ``probe``:
+    :func:`_probe_rows` (each trial and fold fit fits a linear probe on the pooled features the
+    search's first trial of each backbone builds)."""
     share = share or {}
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
     val_views = 2 if cfg.trainable.get("tta_flip") else 1
@@ -379,6 +406,12 @@ def _plan(
 
     # A fold fit validates only its last epoch (search.oof_fold), unless plateau decays on it.
     validations = epochs if cfg.trainable.get("schedule") == "plateau" else 1
+    probe_rows, probe_classes = probe
+    probe_fit_s = probe_rows * probe_classes * PROBE_FIT_S
+
+    def pooled_s(backbone: str) -> float:
+        """The pooled features a probe fits on: the train split's two views, built once."""
+        return n_train * 2 * image_s[backbone][1] if probe_rows else 0.0
 
     def fold_s(backbone: str, cached: bool = True) -> float:
         """A fold fit: its epochs and validation, then its predictions."""
@@ -387,7 +420,7 @@ def _plan(
         rows_s = (originals * s.train + (fold_train - originals) * s.fill) * step
         return (
             epochs * rows_s + validations * fold_val * forward * val_views
-            + (fold_val + n_test * s.test) * forward * views + TRIAL_OVERHEAD_S
+            + (fold_val + n_test * s.test) * forward * views + TRIAL_OVERHEAD_S + probe_fit_s
         )  # fmt: skip
 
     def test_cache_s(backbone: str) -> float:
@@ -420,17 +453,21 @@ def _plan(
     left_out = {path: values for path, values in left_out.items() if values}
     # The search tries every backbone it keeps: its epoch is their average.
     epoch_s = sum(search_epoch_s(b) for b in kept) / len(kept)
-    trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S
+    trial_s = epoch_s * _asha_epochs(cfg, epochs) + TRIAL_OVERHEAD_S + probe_fit_s
+    # Each backbone's pooled features are built once, by the first of its trials; the other slots
+    # may wait for the first build.
+    builds = [pooled_s(b) for b in kept]
+    build_slot_s = sum(builds) + (slots - 1) * max(builds)
     # The trial that survives every rung runs its whole schedule in one slot: the search cannot
     # end before it, and a cap that cut it would leave the best model half-trained.
-    longest_s = (epoch_s * epochs + TRIAL_OVERHEAD_S) * LONGEST_MARGIN
+    longest_s = (epoch_s * epochs + TRIAL_OVERHEAD_S + probe_fit_s + max(builds)) * LONGEST_MARGIN
     explore = _explore_trials(cfg, slots, left_out)
     min_trials = explore if explores else max(2 * slots, 4)
-    trials = math.floor((usable - oof_s) * slots / trial_s) if usable - oof_s >= longest_s else 0
+    trials = math.floor(((usable - oof_s) * slots - build_slot_s) / trial_s) if usable - oof_s >= longest_s else 0
     fits = trials >= min_trials
     trials = max(trials, min_trials) if fits else min_trials
     # Slot-seconds, not whole rounds of the slots: ASHA starts a trial as soon as a slot frees up.
-    search_s = max(usable - oof_s, trial_s * trials / slots, longest_s)
+    search_s = max(usable - oof_s, (trial_s * trials + build_slot_s) / slots, longest_s)
     speed = {b: s for b, (s, _) in image_s.items()}
     return BudgetPlan(
         budget, slots, size, epochs, trials, top_k, search_s, oof_s, fits, speed,

@@ -35,6 +35,7 @@ drop_rate           ``0.0``                    dropout before the classifier
 drop_path_rate      ``0.0``                    stochastic depth (models that support it)
 freeze_stages       ``0``                      freeze the stem and this many stages after it (weights and batch-norm statistics)
 frozen_cache        ``True``                   on CPU, train on the frozen stages' outputs cached per epoch and shared by folds and trials (:mod:`trainables.frozen`)
+head_init           ``"auto"``                 ``probe``: the classifier starts as a linear probe of the pretrained features (:mod:`trainables.probe`); ``random``: timm's init; ``auto``: probe with ``pretrained`` weights (not ``pretrained_path``)
 label_smoothing     ``0.1``                    on hard and on mixed targets
 seed                ``0``                      seeds model init, data order, augmentation, mixing
 num_workers         ``"auto"``                 DataLoader workers; ``auto`` sizes them to the trial's CPU share
@@ -140,12 +141,17 @@ BASE_DEFAULTS: dict[str, Any] = {
     "drop_path_rate": 0.0,
     "freeze_stages": 0,
     "frozen_cache": True,
+    "head_init": "auto",
     "targets": TARGETS_DEFAULTS,
 }
 
 # Keys newer than the checkpoint format, saved only when set (:func:`saved_config`): a checkpoint's
 # config then reads as before, for older code.
-SAVED_IF_SET = ("group_column", "targets", "pseudo_labels", "skip_bad", "freeze_stages", "frozen_cache")
+SAVED_IF_SET = (
+    "group_column", "targets", "pseudo_labels", "skip_bad", "freeze_stages", "frozen_cache", "head_init",
+)  # fmt: skip
+
+HEAD_INITS = ("auto", "probe", "random")
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "optimizer": ("adamw", "sgd"),
@@ -229,6 +235,8 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ValueError(f"config freeze_stages={freeze_stages!r} must be an integer >= 0 (0 trains every layer)")
     if not isinstance(config.get("frozen_cache", True), bool):
         raise ValueError(f"config frozen_cache={config['frozen_cache']!r} must be true or false")
+    if config.get("head_init", "auto") not in HEAD_INITS:
+        raise ValueError(f"config head_init={config['head_init']!r} is not one of {list(HEAD_INITS)}")
     for key in ("drop_rate", "drop_path_rate", "label_smoothing"):
         if key in config and not 0.0 <= float(config[key]) < 1.0:
             raise ValueError(f"config {key}={config[key]!r} must be in [0, 1)")

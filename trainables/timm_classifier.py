@@ -26,6 +26,7 @@ from trainables.frozen import (
     test_predictions,
 )
 from trainables.models import create_model, normalization
+from trainables.probe import init_head, probes
 from trainables.registry import register_trainable
 from trainables.runtime import Runtime
 from trainables.trialkit import TrialData, image_loaders, image_predictions
@@ -119,6 +120,10 @@ class TimmClassifier(TrainableBase):
         )
         mean, std = normalization(model)
         model.to(runtime.device, memory_format=torch.channels_last)
+        if factors is not None and cfg.get("head_init") == "probe":
+            raise ValueError("head_init=probe fits one softmax over the classes; with targets.factors use auto or random")
+        if factors is None and probes(cfg):  # a network with a head per factor keeps timm's init
+            init_head(model, data, cfg, mean, std)
         train_loader, sampler, val_loader = image_loaders(data, cfg, runtime, train_labels)
         head_sizes = factors.head_sizes if factors is not None else None
         mixer = build_mixer(cfg["aug"], len(data.classes), float(cfg["label_smoothing"]), head_sizes)
