@@ -6,11 +6,12 @@ import json
 import math
 import platform
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
 
-from search.budget import apply_plan, fold_epoch_rows, parse_budget, plan_budget
+from search.budget import BudgetPlan, apply_plan, fold_epoch_rows, parse_budget, plan_budget
 from search.config import ConfigError, load_config
 
 
@@ -283,14 +284,10 @@ def test_trials_on_frozen_stage_caches_are_not_remembered_as_a_step_on_images(
     assert remember_trial_speeds([on_images, cached, split], threads=1) == {"lite": 0.05, "split": 0.05}
 
 
-def test_the_search_leaves_out_what_the_oofs_time_could_not_refit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A compete run at the plain fine-tune's time (18 min) searched Lite1, Lite2 and object split,
-    whose folds no OOF of that plan could train: its finished trials were those, and promotion
-    took the cheapest over its time (CV 2 points below the plain run, 103% of the budget). The
-    plan now searches only what it could promote, and a larger budget searches everything."""
+@pytest.fixture
+def lite_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speed probes pinned at Lite0/1/2 costs of 1 : 1.3 : 1.8 (sketchy125's at 192 px), nothing timed."""
     from search import budget
-    from search.plan import dimensions
-    from search.space import normalize_points
 
     cost = {"tf_efficientnet_lite0": 1.0, "tf_efficientnet_lite1": 1.3, "tf_efficientnet_lite2": 1.8}
     monkeypatch.setattr(budget, "_speed_cache", lambda: (Path("/nonexistent"), {}))
@@ -302,11 +299,40 @@ def test_the_search_leaves_out_what_the_oofs_time_could_not_refit(monkeypatch: p
         budget, "_time_forward", lambda b, s, n, t, rest_after=0: cost[b] * (0.003 if rest_after else 0.0067)
     )
 
-    def planned(minutes: int) -> tuple[budget.BudgetPlan, object]:
-        cfg = load_config(["space=compete", "trainable.group_pattern=none", f"budget={minutes}m"])
-        plan = plan_budget(cfg, n_train=1735, n_test=1390, slots=2, epoch_rows=2000)
-        apply_plan(cfg, plan)
-        return plan, cfg
+
+def _compete_plan(minutes: int, *overrides: str) -> tuple[BudgetPlan, Any]:
+    """The compete space planned for sketchy125's rows (1,735 train, 125 classes) on 2 slots."""
+    cfg = load_config(["space=compete", "trainable.group_pattern=none", f"budget={minutes}m", *overrides])
+    plan = plan_budget(cfg, n_train=1735, n_test=1390, slots=2, epoch_rows=2000, n_classes=125)
+    apply_plan(cfg, plan)
+    return plan, cfg
+
+
+def test_a_probed_head_is_priced_per_trial_and_fold_and_its_features_once(lite_probes: None) -> None:
+    """head_init=auto fits a linear probe in every trial and fold fit, on pooled features the first
+    trial builds: the plan pays for both, and with a random head for neither."""
+    from search import budget
+
+    probed, cfg = _compete_plan(18)
+    random, _ = _compete_plan(18, "trainable.head_init=random")
+    assert (probed.image_size, probed.epochs) == (random.image_size, random.epochs)
+    fit_s = round(2 * 1735 * 4 / 5) * 125 * budget.PROBE_FIT_S
+    assert fit_s > 1
+    # a promoted model trains 4 folds on 2 slots, each fold fit one probe more
+    lite0 = "tf_efficientnet_lite0"
+    assert probed.model_s[lite0] - random.model_s[lite0] == pytest.approx(4 * fit_s / 2)
+    assert probed.trials < random.trials
+
+
+def test_the_search_leaves_out_what_the_oofs_time_could_not_refit(lite_probes: None) -> None:
+    """A compete run at the plain fine-tune's time (18 min) searched Lite1, Lite2 and object split,
+    whose folds no OOF of that plan could train: its finished trials were those, and promotion
+    took the cheapest over its time (CV 2 points below the plain run, 103% of the budget). The
+    plan now searches only what it could promote, and a larger budget searches everything."""
+    from search.plan import dimensions
+    from search.space import normalize_points
+
+    planned = _compete_plan
 
     short, cfg = planned(18)
     assert short.top_k == 1
