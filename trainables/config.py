@@ -237,6 +237,11 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ValueError(f"config frozen_cache={config['frozen_cache']!r} must be true or false")
     if config.get("head_init", "auto") not in HEAD_INITS:
         raise ValueError(f"config head_init={config['head_init']!r} is not one of {list(HEAD_INITS)}")
+    if config.get("head_init") == "probe" and factor_heads(config):
+        raise ValueError(
+            "config head_init=probe fits one softmax over the classes, and targets.factors gives the "
+            "network a head per factor; use head_init=auto (timm's init for factor heads) or random"
+        )
     for key in ("drop_rate", "drop_path_rate", "label_smoothing"):
         if key in config and not 0.0 <= float(config[key]) < 1.0:
             raise ValueError(f"config {key}={config[key]!r} must be in [0, 1)")

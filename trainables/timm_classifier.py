@@ -120,9 +120,7 @@ class TimmClassifier(TrainableBase):
         )
         mean, std = normalization(model)
         model.to(runtime.device, memory_format=torch.channels_last)
-        if factors is not None and cfg.get("head_init") == "probe":
-            raise ValueError("head_init=probe fits one softmax over the classes; with targets.factors use auto or random")
-        if factors is None and probes(cfg):  # a network with a head per factor keeps timm's init
+        if factors is None and probes(cfg):  # a head per factor keeps timm's init (validate_config)
             init_head(model, data, cfg, mean, std)
         train_loader, sampler, val_loader = image_loaders(data, cfg, runtime, train_labels)
         head_sizes = factors.head_sizes if factors is not None else None

@@ -12,6 +12,7 @@ import torch
 
 from tests.trainables.conftest import tiny_config
 from trainables import create_trainable
+from trainables.config import BASE_DEFAULTS, resolve_config
 from trainables.features import feature_stats
 from trainables.probe import fit_probe, pooled_features
 from trainables.runtime import resolve_runtime, seed_everything
@@ -86,3 +87,7 @@ def test_a_probe_is_refused_where_it_has_no_meaning(tiny_data: Path) -> None:
     t = create_trainable("timm")
     with pytest.raises(ValueError, match="head_init='bogus' is not one of"):
         t.resolve(tiny_config(tiny_data, head_init="bogus"))
+    factors = {"targets.factors": ["mask", "gender"], "targets.sep": "_"}  # a head per factor
+    with pytest.raises(ValueError, match="head_init=probe fits one softmax"):
+        resolve_config(BASE_DEFAULTS, {**factors, "head_init": "probe"})
+    resolve_config(BASE_DEFAULTS, {**factors, "head_init": "auto"})  # auto keeps timm's init there
