@@ -22,6 +22,7 @@ records the spec, shape and build time. Numpy only: the extractor is the caller'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -59,6 +60,19 @@ def feature_stats() -> dict[str, int]:
     """
     with _lock:
         return dict(_STATS)
+
+
+def weights_digest(state: Mapping[str, Any], skip: str | None = None) -> str:
+    """A hash of a module's ``state_dict`` (names and values), for a spec's ``weights``: the
+    features a frozen computation caches change whenever its weights do. Names starting with
+    ``skip`` are left out (a classifier the features do not go through)."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        if skip is not None and name.startswith(skip):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def feature_key(spec: Mapping[str, Any]) -> str:

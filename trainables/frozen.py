@@ -32,7 +32,6 @@ it off.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,7 +41,7 @@ import torch
 from torch import nn
 
 from trainables.augment import ORIGINAL, SampleTransform, edge_map
-from trainables.features import cached_features, feature_cache_dir, feature_sidecar
+from trainables.features import cached_features, feature_cache_dir, feature_sidecar, weights_digest
 from trainables.runtime import derived_seed
 
 if TYPE_CHECKING:
@@ -204,15 +203,11 @@ class EpochFeatures:
 def _spec(split: FrozenSplit) -> dict[str, Any]:
     """What frozen-stage outputs depend on besides the data, the draw and the image size: the
     stages' weights themselves (ImageNet's, a file's, or a seed's random ones)."""
-    digest = hashlib.sha256()
-    for name, tensor in split.prefix.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return {
         "kind": "frozen-stages",
         "model": type(split.model).__name__,
         "freeze_stages": split.stages,
-        "weights": digest.hexdigest()[:16],
+        "weights": weights_digest(split.prefix.state_dict()),
     }
 
 

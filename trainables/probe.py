@@ -16,7 +16,6 @@ rows are never read: the probe sees what the fold trains on.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from trainables.augment import ORIGINAL, edge_map
-from trainables.features import cached_features
+from trainables.features import cached_features, weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +60,13 @@ def init_head(model: nn.Module, data: Any, cfg: Mapping[str, Any], mean: tuple[f
     start = time.perf_counter()
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
-        raise ValueError(
-            f"head_init=probe needs a linear classifier; {type(model).__name__} has {type(head).__name__}: "
-            "set trainable.head_init=random"
-        )
+        if cfg.get("head_init") == "probe":
+            raise ValueError(
+                f"head_init=probe needs a linear classifier; {type(model).__name__} has {type(head).__name__}: "
+                "set trainable.head_init=auto or random"
+            )
+        log.info("head_init=auto: %s's classifier is not linear; it keeps timm's init", type(model).__name__)
+        return
     features = pooled_features(model, data.ds, cfg, mean, std)
     rows = data.rows
     # The fold's own training images: not the copies that fill short classes (the flipped view
@@ -124,17 +126,8 @@ def pooled_features(
         return out.float().cpu().numpy()
 
     edge = bool(cfg["aug"]["edge"])
-    spec = {"kind": "pooled", "model": type(model).__name__, "weights": _backbone_digest(model), "edge": edge}
+    # Every weight but the classifier's: a fresh head is random, and the probe replaces it.
+    head = str(model.pretrained_cfg.get("classifier", "classifier")) + "."
+    weights = weights_digest(model.state_dict(), skip=head)
+    spec = {"kind": "pooled", "model": type(model).__name__, "weights": weights, "edge": edge}
     return cached_features(ds, "train", int(cfg["image_size"]), spec, extract, preprocess=edge_map if edge else None)
-
-
-def _backbone_digest(model: nn.Module) -> str:
-    """A hash of every weight but the classifier's (a fresh head is random, and the probe replaces it)."""
-    head = str(model.pretrained_cfg.get("classifier", "classifier"))
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        if name.startswith(head + "."):
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
