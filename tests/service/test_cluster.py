@@ -8,16 +8,19 @@ would type it. Then the faults: a worker node killed mid-trial, the MLflow serve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -152,16 +155,36 @@ def test_a_submitted_search_runs_trials_on_both_nodes_and_tracks_them_in_mlflow(
         assert ids <= {line.split("|")[0] for line in rows.splitlines()}, rows
 
 
+@contextlib.contextmanager
+def _trials_paused() -> Iterator[None]:
+    """SIGSTOP every running trial actor (``ray::<Trainable>...``) on this machine; SIGCONT on exit.
+
+    While paused no trial can end an epoch, so whatever the test does meanwhile happens between two
+    of a trial's epochs however slow or fast the machine is.
+    """
+    trials = [p for p in psutil.process_iter(["cmdline"])
+              if (p.info["cmdline"] or [""])[0].startswith("ray::") and "Trainable" in p.info["cmdline"][0]]  # fmt: skip
+    assert trials, "no trial process to pause"
+    for proc in trials:
+        proc.suspend()
+    try:
+        yield
+    finally:
+        for proc in trials:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.resume()
+
+
 def test_killing_the_mlflow_server_mid_search_costs_a_warning_not_the_search(service: Service) -> None:
     """The search outlives its tracking server; what was logged before the kill stays in the store."""
     service.ensure_workers(1)
-    name, mlflow = "svc-mlflow-dies", service.mlflow
+    name, mlflow, epochs = "svc-mlflow-dies", service.mlflow, 6
     tracked = MlflowClient(mlflow.url)
     client = service.cluster.job_client()
     job = client.submit_job(
         entrypoint=" ".join(
             _search_args(
-                name, "outage", "tune.num_samples=2", "trainable.epochs=4", "trainable.image_size=64"
+                name, "outage", "tune.num_samples=2", f"trainable.epochs={epochs}", "trainable.image_size=64"
             )
         ),
         submission_id=name,
@@ -172,11 +195,21 @@ def test_killing_the_mlflow_server_mid_search_costs_a_warning_not_the_search(ser
             exp = tracked.get_experiment_by_name("outage")
             return tracked.search_runs([exp.experiment_id]) if exp else []
 
-        wait_for("a trial's first epoch in MLflow", lambda: any("val_acc" in r.data.metrics for r in logged()),
-                 JOB_TIMEOUT_S)  # fmt: skip
-        before = {r.info.run_id: r for r in logged()}
-        mlflow.stop()  # SIGKILL, mid-search
-        killed_at = time.time()
+        def reported() -> int:
+            return sum(len(rows) for rows in _results(service, name).values())
+
+        wait_for("a trial's first epoch", lambda: reported() > 0, JOB_TIMEOUT_S)
+        # Kill the server between two epochs by construction, not by racing the clock: with the
+        # trials paused, the driver logs what they reported, and the outage starts before they go on.
+        with _trials_paused():
+            paused_at = time.time()
+            assert reported() < 2 * epochs, "the search ended before its trials could be paused"
+            wait_for("a trial's first epoch in MLflow", lambda: any("val_acc" in r.data.metrics for r in logged()),
+                     JOB_TIMEOUT_S)  # fmt: skip
+            before = {r.info.run_id: r for r in logged()}
+            time.sleep(max(0.0, paused_at + 1.0 - time.time()))  # epochs carry whole-second timestamps
+            mlflow.stop()  # SIGKILL, mid-search
+            killed_at = int(time.time())
 
         status, logs = _wait_job(service, job)
         assert status == "SUCCEEDED", logs[-6000:]
@@ -189,8 +222,8 @@ def test_killing_the_mlflow_server_mid_search_costs_a_warning_not_the_search(ser
         driver = [line for line in logs.splitlines() if not re.match(r"^(\x1b\[\d+m)?\(", line)]
         assert not any("Traceback" in line for line in driver), logs[-6000:]
         board = _leaderboard(service, name)
-        assert list(board.status) == ["done", "done"] and list(board.epochs) == [4, 4]
-        during = [r for rows in _results(service, name).values() for r in rows if r["timestamp"] > killed_at]
+        assert list(board.status) == ["done", "done"] and list(board.epochs) == [epochs, epochs]
+        during = [r for rows in _results(service, name).values() for r in rows if r["timestamp"] >= killed_at]
         assert during, "no epoch ended while MLflow was down: the outage came too late to test anything"
     finally:
         if mlflow.proc is None:
