@@ -49,19 +49,25 @@ from search.space import nested
 log = logging.getLogger(__name__)
 
 IMAGE_SIZES = (224, 192, 160, 128, 112, 96, 64)  # tried largest first, up to trainable.image_size
-EPOCH_CHOICES = (12, 10, 8, 6, 5, 4)  # a full warmup-and-cosine cycle each
+EPOCH_CHOICES = (12, 10, 8, 7, 6, 5, 4)  # a full warmup-and-cosine cycle each
+# An ensemble's models train at least this many epochs; below it the plan buys one model's epochs.
+# Two short models average worse than one trained longer: on sketchy125's five folds (Lite0, 192 px,
+# 3 stages frozen, flip TTA) two configs at 4 epochs scored 0.481 and 0.431 and their mean 0.476,
+# where one model at 6 epochs scored 0.531 (and a 25-minute budget had planned 2 models x 4 epochs
+# over 1 model x 10). At 6 epochs two models' mean adds 1.4 points over the better one.
+ENSEMBLE_MIN_EPOCHS = 6
 REFERENCE_SIZE = 128
 # Seconds a trial costs besides its epochs: model build, data and cache open, checkpoints. Workers
 # are reused between trials (bench_overhead: +0.5 s per trial per slot over an inline fit), so
 # this is mostly the set-up inside the trial.
 TRIAL_OVERHEAD_S = 3.0
 # Kept back from the budget: a share for the estimate's error (the planner's estimate of a
-# 38-minute compete run was 4% above what it took), and seconds for what is not a trial: the plan's
-# probes, the leak audit, Ray's stop and start between the stages, promotion's fold-0 predictions,
-# the ensemble stage and MLflow (72 s in all in a 21-minute compete run: 19 before the search, 48
-# between search and OOF, 5 after).
+# 38-minute compete run was 4% above what it took), and seconds for what is not a trial: start-up,
+# the leak audit, Ray's stop and start between the stages, the ensemble stage and MLflow (35 s in
+# each of four 1060 s compete runs: 12 before the search, 19 between search and OOF, 4 after). The
+# plan's own speed probes, timed as they run, are kept back besides (none once they are cached).
 RESERVE = 0.05
-STAGES_S = 75.0
+STAGES_S = 35.0
 # A trial's epoch also augments and batches its images on the same cores, and the trial slots share
 # the memory bus, so an epoch takes longer than the bare optimizer steps a probe times alone. With
 # the allocator keeping freed memory (common.allocator), a compete run's trials on images
@@ -262,6 +268,7 @@ def plan_budget(
         The plan; apply it with :func:`apply_plan`.
     """
     budget = parse_budget(cfg.budget)
+    started = time.monotonic()
     k = int(cfg.trainable.k)
     backbones = _backbones(cfg)
     threads = max(1, int(float(cfg.resources.cpu)))
@@ -269,6 +276,7 @@ def plan_budget(
     # then a short search with one model. A short search rarely finishes two models worth promoting:
     # a 21-minute plan of 2 models x 4 epochs found one (the others stopped or cut), where 1 model
     # could have had more epochs.
+    # An ensemble's models train at least ENSEMBLE_MIN_EPOCHS.
     shapes = ((3, True), (2, True), (1, False))
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
     batch, frozen = int(cfg.trainable.batch_size), int(cfg.trainable.get("freeze_stages", 0))
@@ -283,6 +291,7 @@ def plan_budget(
     forwards = {b: measure_forward(b, REFERENCE_SIZE, 2 * batch, threads) for b in backbones}
     on_images = _values_on_images(cfg)  # read off the config once, not per candidate plan
     probe = _probe_rows(cfg, n_train, n_classes)
+    probes_s = time.monotonic() - started  # spent out of the budget already
 
     def choose(seconds: float) -> BudgetPlan:
         plan = None
@@ -291,9 +300,11 @@ def plan_budget(
             image_s = {b: (measured[b] * scale, forwards[b] * scale) for b in backbones}
             for top_k, explores in shapes:
                 for epochs in EPOCH_CHOICES:
+                    if top_k > 1 and epochs < ENSEMBLE_MIN_EPOCHS:
+                        break
                     plan = _plan(
                         cfg, seconds, slots, size, epochs, image_s, n_train, n_test, k, top_k, explores,
-                        epoch_rows, share, on_images, probe,
+                        epoch_rows, share, on_images, probe, probes_s,
                     )  # fmt: skip
                     if plan.fits:
                         return plan
@@ -366,7 +377,7 @@ def _plan(
     cfg: DictConfig, budget: float, slots: int, size: int, epochs: int, image_s: dict[str, tuple[float, float]],
     n_train: int, n_test: int, k: int, top_k: int, explores: bool, epoch_rows: int | None,
     share: dict[str, FrozenShare] | None = None, on_images: dict[str, list[Any]] | None = None,
-    probe: tuple[int, int] = (0, 0),
+    probe: tuple[int, int] = (0, 0), probes_s: float = 0.0,
 ) -> BudgetPlan:  # fmt: skip
     """One candidate plan; ``image_s`` holds each backbone's seconds per image of a training step and
     of a prediction at ``size``, ``share`` what rows cost against those when they read frozen-stage
@@ -382,7 +393,7 @@ def _plan(
     leaderboard row. ``explores``: the plan needs the trials of a space-filling start;
     ``on_images``: :func:`_values_on_images` of ``cfg`` (computed here when not given); ``probe``:
     :func:`_probe_rows` (each trial and fold fit fits a linear probe on the pooled features the
-    search's first trial of each backbone builds)."""
+    search's first trial of each backbone builds); ``probes_s``: what measuring the speeds took."""
     share = share or {}
     fold_train, fold_val = epoch_rows or n_train * (k - 1) / k, n_train / k
     val_views = 2 if cfg.trainable.get("tta_flip") else 1
@@ -399,7 +410,7 @@ def _plan(
         rows = n_train * s.build + originals * s.train + (fold_train - originals) * s.fill
         return rows * step + fold_val * forward * val_views + CACHED_EPOCH_S
 
-    usable = budget * (1 - RESERVE) - STAGES_S
+    usable = budget * (1 - RESERVE) - STAGES_S - probes_s
     # Promotion keeps each model's search trial as its fold 0: only K-1 folds are trained.
     trained_folds = k - 1 if cfg.oof.get("mode") == "promote" else k
     promoted = trained_folds < k  # a promoted model's fold 0 predicts from its search checkpoint

@@ -360,3 +360,17 @@ def test_the_search_leaves_out_what_the_oofs_time_could_not_refit(lite_probes: N
     assert long.top_k == 3 and long.left_out == {}
     assert {"backbone", "aug.object_split"} <= set(dimensions(cfg))
     assert short.explore_trials < long.explore_trials
+
+
+def test_an_ensemble_is_planned_only_of_models_that_train_long_enough(lite_probes: None) -> None:
+    """Two short models average worse than one trained longer (sketchy125, five folds: two configs
+    at 4 epochs 0.476 together, one at 6 epochs 0.531): a 25-minute compete plan once chose 2
+    models x 4 epochs over 1 model x 10. More time buys one model's epochs up to the floor, then
+    an ensemble."""
+    from search.budget import ENSEMBLE_MIN_EPOCHS
+
+    plans = [_compete_plan(minutes)[0] for minutes in range(14, 61, 3)]
+    assert all(p.epochs >= ENSEMBLE_MIN_EPOCHS for p in plans if p.top_k > 1)
+    assert {p.top_k for p in plans} >= {1, 2}, [(p.top_k, p.epochs) for p in plans]
+    single = [p for p in plans if p.top_k == 1 and p.fits]
+    assert max(p.epochs for p in single) > ENSEMBLE_MIN_EPOCHS  # the epochs an ensemble could not have had
