@@ -42,6 +42,7 @@ from torch import nn
 
 from trainables.augment import ORIGINAL, SampleTransform, edge_map
 from trainables.features import cached_features, feature_cache_dir, feature_sidecar, weights_digest
+from trainables.loader import normalize
 from trainables.runtime import derived_seed
 
 if TYPE_CHECKING:
@@ -118,15 +119,11 @@ class FrozenSplit:
         self, mean: tuple[float, ...], std: tuple[float, ...]
     ) -> Callable[[np.ndarray], np.ndarray]:
         """uint8 ``(B, S, S, 3)`` images -> the frozen stages' outputs, as the trial would compute them."""
-        m = torch.tensor(mean).view(1, -1, 1, 1)
-        s = torch.tensor(std).view(1, -1, 1, 1)
 
         @torch.inference_mode()
         def extract(images: np.ndarray) -> np.ndarray:
             self.prefix.eval()  # frozen batch norm either way; eval keeps it obvious
-            x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-            x = x.float().div_(255.0).sub_(m).div_(s)
-            return self.prefix(x).float().numpy()
+            return self.prefix(normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)).float().numpy()
 
         return extract
 

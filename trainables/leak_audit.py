@@ -252,6 +252,8 @@ def _extractor() -> tuple[dict[str, Any], Extractor]:
         import torch
         import torch.nn.functional as F
 
+        from trainables.loader import normalize
+
         if not state:
             from trainables.models import create_model, normalization
             from trainables.weights import builtin_package, has_builtin_weights
@@ -264,13 +266,11 @@ def _extractor() -> tuple[dict[str, Any], Extractor]:
 
             model = create_model(AUDIT_BACKBONE, num_classes=0, pretrained=True).eval()
             mean, std = normalization(model)
-            state.update(
-                model=model, mean=torch.tensor(mean).view(1, 3, 1, 1), std=torch.tensor(std).view(1, 3, 1, 1)
-            )
+            state.update(model=model, mean=mean, std=std)
         with torch.inference_mode():
-            x = torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2).div_(255)
+            x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2)
             (fmap,) = state["model"].forward_intermediates(
-                (x - state["mean"]) / state["std"],
+                normalize(x, state["mean"], state["std"], channels_last=False),
                 indices=[FEATURE_INDEX],
                 intermediates_only=True,
                 stop_early=True,

@@ -231,9 +231,15 @@ def to_device(
     channels_last: bool = True,
 ) -> torch.Tensor:
     """uint8 NCHW batch -> normalised float32 on the device (channels_last where it pays)."""
-    x = images.to(runtime.device, non_blocking=runtime.pin_memory)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    return normalize(images.to(runtime.device, non_blocking=runtime.pin_memory), mean, std, channels_last)
+
+
+def normalize(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool = True
+) -> torch.Tensor:
+    """uint8 NCHW batch -> normalised float32 on its own device; ``images.permute(0, 3, 1, 2)`` of
+    an NHWC array (a decoded cache's rows) is an NCHW batch already in channels_last's layout."""
+    x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
     x = x.float().div_(255.0)
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)

@@ -27,6 +27,7 @@ from torch import nn
 
 from trainables.augment import ORIGINAL, edge_map
 from trainables.features import cached_features, weights_digest
+from trainables.loader import normalize
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +114,13 @@ def pooled_features(
     """The train split's pooled features (the classifier's input) through ``model`` as it is now,
     ``(N, 2, D)``: each image and its mirror, cached on disk for every trial with the same weights."""
     device = next(model.parameters()).device
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     @torch.inference_mode()
     def extract(images: np.ndarray) -> np.ndarray:
         training = model.training
         model.eval()
-        x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-        out = model.forward_head(model.forward_features(x.float().div_(255.0).sub_(m).div_(s)), pre_logits=True)
+        x = normalize(torch.from_numpy(images).to(device).permute(0, 3, 1, 2), mean, std)
+        out = model.forward_head(model.forward_features(x), pre_logits=True)
         model.train(training)
         return out.float().cpu().numpy()
 
