@@ -62,6 +62,22 @@ def test_a_weaker_but_different_model_beats_a_near_copy() -> None:
     assert [m.model_id for m in chosen] == ["strong", "different"]
 
 
+def test_the_first_model_promoted_is_the_searchs_best_not_the_least_smoothed() -> None:
+    """Label smoothing flattens a model's probabilities: a sharper, less accurate one has the lower
+    log-loss, but the ensemble starts from the model the search scored best."""
+    rng = np.random.default_rng(4)
+    n, c = 600, 5
+    targets = rng.integers(0, c, n)
+    smoothed = _probs(targets, rng.random(n) < 0.8, c, 0.35)
+    sharp = _probs(targets, rng.random(n) < 0.72, c, 0.9)
+    scores = {k: float((v.argmax(1) == targets).mean()) for k, v in (("smoothed", smoothed), ("sharp", sharp))}
+    loss = {k: -np.log(v[np.arange(n), targets]).mean() for k, v in (("smoothed", smoothed), ("sharp", sharp))}
+    assert scores["smoothed"] > scores["sharp"] and loss["smoothed"] > loss["sharp"]  # the premise
+    models = [RefitModel(k, k, "timm", {"backbone": "net"}, 2, scores[k], "net") for k in ("sharp", "smoothed")]
+    chosen = select_by_gain(models, {"smoothed": smoothed, "sharp": sharp}, targets, top_k=1)
+    assert [m.model_id for m in chosen] == ["smoothed"]
+
+
 def test_a_model_that_only_adds_noise_is_not_promoted() -> None:
     rng = np.random.default_rng(1)
     n, c = 400, 4
