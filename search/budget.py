@@ -276,7 +276,6 @@ def plan_budget(
     # then a short search with one model. A short search rarely finishes two models worth promoting:
     # a 21-minute plan of 2 models x 4 epochs found one (the others stopped or cut), where 1 model
     # could have had more epochs.
-    # An ensemble's models train at least ENSEMBLE_MIN_EPOCHS.
     shapes = ((3, True), (2, True), (1, False))
     # Measured once per backbone at the reference size; a convnet's cost grows with the pixels.
     batch, frozen = int(cfg.trainable.batch_size), int(cfg.trainable.get("freeze_stages", 0))
@@ -299,9 +298,7 @@ def plan_budget(
             scale = (size / REFERENCE_SIZE) ** 2  # a convnet's cost grows with the pixels
             image_s = {b: (measured[b] * scale, forwards[b] * scale) for b in backbones}
             for top_k, explores in shapes:
-                for epochs in EPOCH_CHOICES:
-                    if top_k > 1 and epochs < ENSEMBLE_MIN_EPOCHS:
-                        break
+                for epochs in [e for e in EPOCH_CHOICES if top_k == 1 or e >= ENSEMBLE_MIN_EPOCHS]:
                     plan = _plan(
                         cfg, seconds, slots, size, epochs, image_s, n_train, n_test, k, top_k, explores,
                         epoch_rows, share, on_images, probe, probes_s,
