@@ -75,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--plain", default=None, metavar="CV,STD,WALL_S",
         help="the plain fine-tune's figures from an earlier run of this bench: skips it (e.g. 0.4824,0.0424,2276)",
     )  # fmt: skip
+    p.add_argument(
+        "--seed", type=int, default=0,
+        help="the training seed of both flows (trainable.seed): a fold's score moves 1-2 points with it",
+    )  # fmt: skip
+    p.add_argument("--plain-only", action="store_true", help="run the plain fine-tune alone and print its figures")
     p.add_argument("--smoke", action="store_true", help="built-in set, tiny model, 2 epochs, budget 4m")
     args = p.parse_args(argv)
     if args.smoke:
@@ -100,6 +105,7 @@ def plain(args: argparse.Namespace, name: str) -> dict[str, Any]:
         "mlflow.enabled=false",
         "leak_audit=false",
         "stages=[]",
+        f"trainable.seed={args.seed}",
         *(f"trainable.{k}={v}" for k, v in PLAIN.items()),
     ]
     if args.smoke:
@@ -130,7 +136,7 @@ def compete(args: argparse.Namespace, name: str, budget_s: float) -> dict[str, A
     """``python -m search.run space=compete budget=B`` as a user runs it; its ensemble's figures."""
     command = [
         sys.executable, "-m", "search.run", "space=compete", f"data={args.data}", f"experiment={name}",
-        f"budget={int(budget_s)}s", "mlflow.enabled=false",
+        f"budget={int(budget_s)}s", "mlflow.enabled=false", f"trainable.seed={args.seed}",
     ]  # fmt: skip
     if args.smoke:
         command += [
@@ -177,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         p = {"cv": cv, "cv_std": std, "wall_s": wall}
     else:
         p = plain(args, f"bench-plain-{stamp}")
-    console.print(f"plain fine-tune: CV {p['cv']:.4f} ± {p['cv_std']:.4f} in {p['wall_s']:.0f} s")
+    console.print(f"plain fine-tune (seed {args.seed}): CV {p['cv']:.4f} ± {p['cv_std']:.4f} in {p['wall_s']:.0f} s")
+    if args.plain_only:
+        return 0
     budget = args.budget_s or p["wall_s"]
     c = compete(args, f"bench-compete-{stamp}", budget)
     table = Table(title=f"compete (budget {budget:.0f} s) vs a plain Lite0 fine-tune ({args.data})")
