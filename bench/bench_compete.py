@@ -1,6 +1,7 @@
 """Does the one command win? ``space=compete budget=B`` against a plain Lite0 fine-tune, in one run.
 
-    python bench/bench_compete.py             # sketchy125: ~1.5 h on 2 CPU cores (B = the plain run's time)
+    python bench/bench_compete.py             # sketchy125: ~40 min on 2 CPU cores (B = the plain run's time)
+    python bench/bench_compete.py --seeds 0,1,2   # each seed trains both flows; the gain's mean over seeds
     python bench/bench_compete.py --smoke     # the built-in set, a tiny model: checks the bench runs
 
 1. **Plain fine-tune** (what a competitor does by hand): Lite0 pretrained, 128 px, 12 epochs,
@@ -73,17 +74,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument(
         "--plain", default=None, metavar="CV,STD,WALL_S",
-        help="the plain fine-tune's figures from an earlier run of this bench: skips it (e.g. 0.4824,0.0424,2276)",
+        help="the plain fine-tune's figures from an earlier run of this bench: skips it (e.g. 0.4824,0.0424,1060)",
     )  # fmt: skip
     p.add_argument(
-        "--seed", type=int, default=0,
-        help="the training seed of both flows (trainable.seed): a fold's score moves 1-2 points with it",
+        "--seeds", type=lambda text: [int(x) for x in text.split(",")], default=[0],
+        help="training seeds (trainable.seed), e.g. 0,1,2: each runs both flows; a CV moves 1-2 points with it",
     )  # fmt: skip
     p.add_argument("--plain-only", action="store_true", help="run the plain fine-tune alone and print its figures")
     p.add_argument("--smoke", action="store_true", help="built-in set, tiny model, 2 epochs, budget 4m")
     args = p.parse_args(argv)
     if args.smoke:
         args.data, args.epochs, args.budget_s = "synthetic", 2, 240.0
+    if args.plain and len(args.seeds) > 1:
+        p.error("--plain gives one seed's figures: pass one seed with it")
     return args
 
 
@@ -174,38 +177,53 @@ def compete(args: argparse.Namespace, name: str, budget_s: float) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the plain fine-tune, then the compete flow in its time; print the comparison."""
+    """For each seed, the plain fine-tune, then the compete flow in its time; print the comparison."""
     args = parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     console = Console(width=140)
-    if args.plain:
-        cv, std, wall = (float(x) for x in args.plain.split(","))
-        p = {"cv": cv, "cv_std": std, "wall_s": wall}
-    else:
-        p = plain(args, f"bench-plain-{stamp}")
-    console.print(f"plain fine-tune (seed {args.seed}): CV {p['cv']:.4f} ± {p['cv_std']:.4f} in {p['wall_s']:.0f} s")
-    if args.plain_only:
-        return 0
-    budget = args.budget_s or p["wall_s"]
-    c = compete(args, f"bench-compete-{stamp}", budget)
-    table = Table(title=f"compete (budget {budget:.0f} s) vs a plain Lite0 fine-tune ({args.data})")
-    for column in ("flow", "CV (plain) / nested ensemble CV", "best single CV", "models", "wall s"):
-        table.add_column(column, justify="left" if column == "flow" else "right")
-    table.add_row(
-        "plain fine-tune", f"{p['cv']:.4f} ± {p['cv_std']:.4f}", f"{p['cv']:.4f}", "1", f"{p['wall_s']:.0f}"
-    )
-    table.add_row(
-        f"compete ({c['method']})", f"{c['nested']:.4f} ± {c['nested_std']:.4f}", f"{c['best_single']:.4f}",
-        str(c["models"]), f"{c['wall_s']:.0f}",
-    )  # fmt: skip
-    console.print(table)
-    console.print("compete's plan:", *c["plan"], sep="\n  ")
-    console.print("weights:", ", ".join(f"{k} {v:.2f}" for k, v in c["weights"].items()))
-    gain = c["nested"] - p["cv"]
-    console.print(
-        f"compete's nested ensemble CV is {100 * gain:+.1f} points over the plain fine-tune (target >= +5); log: {c['log']}"
-    )
+    rows: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    budget = args.budget_s
+    for seed in args.seeds:
+        args.seed = seed
+        if args.plain:
+            cv, std, wall = (float(x) for x in args.plain.split(","))
+            p = {"cv": cv, "cv_std": std, "wall_s": wall}
+        else:
+            p = plain(args, f"bench-plain-{stamp}-seed{seed}")
+        console.print(f"plain fine-tune (seed {seed}): CV {p['cv']:.4f} ± {p['cv_std']:.4f} in {p['wall_s']:.0f} s")
+        if args.plain_only:
+            continue
+        # One budget for every seed: the plain run's compute does not depend on its seed.
+        budget = budget or p["wall_s"]
+        c = compete(args, f"bench-compete-{stamp}-seed{seed}", budget)
+        console.print("compete's plan:", *c["plan"], sep="\n  ")
+        console.print("weights:", ", ".join(f"{k} {v:.2f}" for k, v in c["weights"].items()), f"(log: {c['log']})")
+        rows.append((seed, p, c))
+    if rows:
+        report(console, rows, budget or 0.0, args.data)
     return 0
+
+
+def report(console: Console, rows: list[tuple[int, dict[str, Any], dict[str, Any]]], budget: float, data: str) -> None:
+    """One row per seed (plain and compete trained with it) and the mean gain over seeds."""
+    table = Table(title=f"compete (budget {budget:.0f} s) vs a plain Lite0 fine-tune ({data})")
+    columns = ("seed", "plain CV", "compete nested CV", "gain", "best single CV", "models", "plain s", "compete s")
+    for column in columns:
+        table.add_column(column, justify="right")
+    gains = []
+    for seed, p, c in rows:
+        gains.append(c["nested"] - p["cv"])
+        table.add_row(
+            str(seed), f"{p['cv']:.4f} ± {p['cv_std']:.4f}", f"{c['nested']:.4f} ± {c['nested_std']:.4f} ({c['method']})",
+            f"{100 * gains[-1]:+.1f}", f"{c['best_single']:.4f}", str(c["models"]), f"{p['wall_s']:.0f}",
+            f"{c['wall_s']:.0f}",
+        )  # fmt: skip
+    console.print(table)
+    mean = sum(gains) / len(gains)
+    console.print(
+        f"compete's nested ensemble CV is {100 * mean:+.1f} points over the plain fine-tune, "
+        f"the mean over {len(gains)} seed(s) (target >= +5)"
+    )
 
 
 if __name__ == "__main__":
