@@ -118,9 +118,16 @@ def candidates(
         )
     if not found:
         counts = dict(result.status_counts)
+        advice = (
+            "; the search's time cap ended every trial before its first score: give it more time "
+            "(a larger budget=, or tune.time_budget_s)"
+            if counts and set(counts) == {"cut"}
+            else ""
+        )
         raise NoUsableTrial(
             f"no trial of the search can be refit: it needs a trial with status {' or '.join(statuses)} "
             f"and a {result.metric} score; the leaderboard holds {sum(counts.values())} trials ({counts or 'none'})"
+            + advice
         )
     return found
 

@@ -67,9 +67,15 @@ def test_selection_takes_the_best_usable_distinct_trials_with_a_cap_per_backbone
     fixed = select_models(found, trainable="timm", top_k=1, epochs=7)
     assert fixed[0].epochs == 7
 
-    with pytest.raises(ValueError, match="no trial of the search can be refit"):
+    with pytest.raises(ValueError, match="no trial of the search can be refit") as raised:
         errored = from_leaderboard(board[board.status == "error"], configs, "val_acc")
         select_models(errored, trainable="timm", top_k=2)
+    assert "more time" not in str(raised.value)
+
+    # a time cap that ended every trial before its first score: the message says what to give
+    cut = _board([("a", math.nan, "cut", 0), ("b", math.nan, "cut", 0)])
+    with pytest.raises(ValueError, match=r"\{'cut': 2\}.*give it more time \(a larger budget="):
+        select_models(from_leaderboard(cut, configs, "val_acc"), trainable="timm", top_k=2)
 
 
 def test_promotion_with_no_trial_checkpoint_here_refits_instead(caplog: pytest.LogCaptureFixture) -> None:
