@@ -139,7 +139,7 @@ def cached_features(
                 _count("builds")
                 return features
     _count("hits")
-    log.info("feature cache hit: %s", path)
+    log.debug("feature cache hit: %s", path)  # a build is news (it takes time); a hit is not
     return features
 
 

@@ -100,7 +100,7 @@ def decoded_images(
                 _count("builds")
                 return images
     _count("hits")
-    log.info("decoded cache hit: %s", path)
+    log.debug("decoded cache hit: %s", path)  # a build is news (it takes time); a hit is not
     return images
 
 

@@ -36,6 +36,8 @@ from ._synthetic import ensure_synthetic
 from ._synthetic_factors import ensure_synthetic_factors
 
 log = logging.getLogger(__name__)
+# Fingerprints of the data sets this process has announced at INFO (:func:`load_dataset`).
+_ANNOUNCED: set[str] = set()
 
 TRAIN_COLUMNS = ("class_name", "image_path", "target")
 # Names of the generated sets, and what makes each (a folder under runs_dir()/data).
@@ -133,7 +135,10 @@ def load_dataset(
     )
     fingerprint = dataset_fingerprint(classes, train, test, digests)
     ds = Dataset(name, root, classes, train, test, fingerprint, layout, skipped)
-    log.info("loaded %r", ds)
+    # Once per data set and process at INFO: the flow loads it in several places, and the
+    # terminal needs the line once.
+    log.log(logging.DEBUG if fingerprint in _ANNOUNCED else logging.INFO, "loaded %r", ds)
+    _ANNOUNCED.add(fingerprint)
     return ds
 
 

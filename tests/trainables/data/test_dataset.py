@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -42,6 +43,20 @@ def test_fingerprint_is_stable_and_tracks_content(competition: Path, write_png) 
     assert load_dataset(competition).fingerprint == first
     write_png(competition / "train" / "bus" / "bus_1.png", seed=999)  # same name, new pixels
     assert load_dataset(competition).fingerprint != first
+
+
+def test_a_data_set_is_announced_once_per_process(
+    tmp_path: Path, write_png, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The flow loads its data set in several places; the terminal shows "loaded" once (a compete
+    run printed the same line 8 times)."""
+    for name in ("owl", "cat"):
+        write_png(tmp_path / "once" / "train" / name / "0.png", seed=4321)  # pixels no other test has
+    caplog.set_level(logging.DEBUG, logger="trainables.data._dataset")
+    for _ in range(3):
+        load_dataset(tmp_path / "once")
+    loaded = [r for r in caplog.records if r.getMessage().startswith("loaded Dataset(name='once'")]
+    assert [r.levelno for r in loaded] == [logging.INFO, logging.DEBUG, logging.DEBUG]
 
 
 def test_class_folders_with_test_folder(tmp_path: Path, write_png) -> None:
