@@ -181,20 +181,22 @@ def report_markdown(summary: RunSummary) -> str:
     lines = _report_header(summary) + _methods_table(summary) + _models_table(summary)
     chosen = summary.chosen
     lines += ["", "## Weights", ""]
-    if not chosen.method.blends:
-        lines += [
-            f"`{chosen.name}` is a meta-learner: its numbers are per-model importances, not blend weights.",
-            "",
-        ]
+    if len(summary.model_ids) == 1:
+        lines += ["One model: its predictions are the submission, with nothing to weigh (no chart).", ""]
+    else:
+        if not chosen.method.blends:
+            lines += [
+                f"`{chosen.name}` is a meta-learner: its numbers are per-model importances, not blend weights.",
+                "",
+            ]
+        lines += ["![weights](weights.png)", ""]
     lines += [
-        "![weights](weights.png)",
-        "",
         "## Files",
         "",
         "- `submission.csv`: `ID,image_path,target` in test.csv order (target = class index, `classes[target]`)",
         "- `test_proba.npy`: the submitted method's test probabilities (n_test, C), float32, test.csv order",
         "- `weights.json`: weights and scores of every method",
-        "- `weights.png`: the weights chart",
+        *(["- `weights.png`: the weights chart"] if len(summary.model_ids) > 1 else []),
         "",
     ]
     return "\n".join(lines)
@@ -327,7 +329,8 @@ def plot_weights(summary: RunSummary, path: Path) -> Path:
 
 
 def write_outputs(summary: RunSummary, out_dir: Path) -> dict[str, Path]:
-    """Write submission.csv (when there are test labels), weights.json, report.md and weights.png."""
+    """Write submission.csv (when there are test labels), weights.json, report.md and weights.png
+    (with more than one model)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     if summary.test_labels is not None:
@@ -340,6 +343,9 @@ def write_outputs(summary: RunSummary, out_dir: Path) -> dict[str, Path]:
     files["weights"] = atomic_write_text(
         out_dir / "weights.json", json.dumps(weights_document(summary), indent=1) + "\n"
     )
-    files["plot"] = plot_weights(summary, out_dir / "weights.png")
+    if len(summary.model_ids) > 1:  # one model's chart would be one bar at 1
+        files["plot"] = plot_weights(summary, out_dir / "weights.png")
+    else:
+        (out_dir / "weights.png").unlink(missing_ok=True)  # a rerun's stale chart
     files["report"] = atomic_write_text(out_dir / "report.md", report_markdown(summary))
     return files

@@ -7,7 +7,7 @@ Usage::
     python -m ensemble.optimize --method bayesian                  # submit this one method
     python -m ensemble.optimize --runs runs/oof/exp1/a runs/oof/exp1/b --method caruana --metric f1
 
-Writes ``submission.csv``, ``weights.json``, ``report.md`` and ``weights.png`` to
+Writes ``submission.csv``, ``weights.json``, ``report.md`` and ``weights.png`` (two models or more) to
 ``$RUNS_DIR/ensembles/<experiment>/<method>/`` (or ``--out``) and logs an MLflow run linked to
 the source model runs (``--no-mlflow`` skips it). The best single model and the plain mean are
 always evaluated as baselines. With several methods (``auto``, the default: every fast built-in
@@ -209,13 +209,22 @@ def _evaluate(
     stack = ProbStack.from_artifacts(artifacts)
     y = np.asarray(artifacts[0].targets, dtype=np.int64)
     folds = np.asarray(artifacts[0].folds)
+    single = len(artifacts) == 1
+    if single:  # every method is that model's predictions: a table of ties would say nothing more
+        evaluated = ["mean"]
     console.print(
-        f"[bold]{experiment}[/]: {len(artifacts)} models x {stack.n_rows} rows x {stack.n_classes} classes, "
-        f"{np.unique(folds).size} folds; metric {options.metric}; methods {', '.join(evaluated)}"
+        f"[bold]{experiment}[/]: {len(artifacts)} model{'' if single else 's'} x {stack.n_rows} rows x "
+        f"{stack.n_classes} classes, {np.unique(folds).size} folds; metric {options.metric}; "
+        + (
+            "one model, nothing to weigh: its predictions are the submission (method mean)"
+            if single
+            else f"methods {', '.join(evaluated)}"
+        )
     )
     results = _score_methods(evaluated, options, stack, y, folds)
 
-    choice = choose_method(results, options.metric, requested=requested[0] if len(requested) == 1 else None)
+    one_asked = requested[0] if len(requested) == 1 and not single else None
+    choice = choose_method(results, options.metric, requested=one_asked)
     chosen = choice.chosen
     test_labels = test_proba = None
     if options.submission:

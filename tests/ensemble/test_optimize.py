@@ -280,3 +280,23 @@ def test_a_dead_tracking_server_costs_a_warning_not_the_submission(
     )
     assert (out / "submission.csv").is_file() and (out / "test_proba.npy").is_file()
     assert "but not logged" in " ".join(capsys.readouterr().err.split())  # rich wraps at the path's length
+
+
+def test_one_model_is_submitted_as_it_is_without_a_table_of_ties(
+    digits_oof, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """With one model every method is its predictions: the run says so and scores it once
+    (a compete run fitted eight methods on one model and printed eight equal rows)."""
+    out = tmp_path / "out"
+    assert main(["--runs", str(digits_oof.model_dirs[0]), "--no-mlflow", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "1 model x" in captured.err and "one model, nothing to weigh" in captured.err
+    doc = json.loads((out / "weights.json").read_text())
+    assert doc["method"] == "mean" and list(doc["methods"]) == ["mean"]
+    art = read_artifact(digits_oof.model_dirs[0])
+    assert doc["methods"]["mean"]["nested_mean"] == pytest.approx(np.mean(art.fold_scores), abs=1e-6)
+    submission = pd.read_csv(out / "submission.csv")
+    np.testing.assert_array_equal(submission["target"].to_numpy(), np.asarray(art.test).argmax(1))
+    # no chart of one bar at weight 1: the report says why
+    assert not (out / "weights.png").exists()
+    assert "nothing to weigh (no chart)" in (out / "report.md").read_text()
