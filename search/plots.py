@@ -131,10 +131,15 @@ def plot_ablation(
     pad = max((hi - lo) * 0.1, 0.01)
     # room right of the highest whisker for its "mean (n=..)" label; bars start at 0 when it is close
     axes[0, 0].set_xlim(lo - pad if lo - pad > 0 or lo < 0 else 0.0, hi + 4.5 * pad)
+    xlabel = f"best {metric} per trial (bar: mean, whisker: min to max)"
     for ax in axes[-1, :]:
-        ax.set_xlabel(f"best {metric} per trial (bar: mean, whisker: min to max)", fontsize=9)
-    for ax in list(axes.flat)[len(keys) :]:
-        ax.set_visible(False)
+        ax.set_xlabel(xlabel, fontsize=9)
+    for i in range(len(keys), axes.size):
+        axes.flat[i].set_visible(False)
+        # The panel above an empty cell is its column's last: shared x hid its scale, give it back.
+        above = axes.flat[i - cols]
+        above.tick_params(axis="x", labelbottom=True)
+        above.set_xlabel(xlabel, fontsize=9)
     status_legend(fig, data)
     fig.suptitle(title or f"{metric} by level of each searched key", x=0.01, ha="left", fontsize=11)
     return save_figure(fig, path)

@@ -179,3 +179,26 @@ def test_parallel_coordinates_minimise_and_read_back_from_csv(tmp_path: Path) ->
     path = plot_parallel(again, parse_search(SPACES["flags_grid"]), tmp_path / "p.png", mode="min")
     width, height = _size(path)
     assert 800 <= width <= 2400 and 300 <= height <= 900
+
+
+def test_an_ablation_panel_above_an_empty_cell_shows_its_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three flags on a 2-column grid leave the bottom-right cell empty; the panel above it is its
+    column's last, so it shows the shared score scale and its label (a compete run's aug.edge
+    panel had neither: shared x had hidden them for the cell below)."""
+    import search.plots as plots
+
+    space = {k: {"choice": [False, True]} for k in ("aug.sketch_ab", "aug.edge", "aug.randaug_balance")}
+    board, _ = _board(space, 9)
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    plot_ablation(board, parse_search(space), {}, tmp_path / "ablation.png")
+    axes = [ax for ax in drawn[0].axes if ax.get_visible() and ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in axes] == ["aug.sketch_ab", "aug.edge", "aug.randaug_balance"]
+    drawn[0].canvas.draw()
+    for ax in axes[1:]:  # the top-right panel and the bottom-left one end their columns
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        assert labels and ax.get_xlabel().startswith("best val_acc per trial"), ax.get_title(loc="left")
+    assert not [t for t in axes[0].get_xticklabels() if t.get_visible() and t.get_text()]  # the one above a panel
+    plt.close(drawn[0])
