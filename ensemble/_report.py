@@ -57,6 +57,11 @@ class RunSummary:
     def model_ids(self) -> list[str]:
         return [a.model_id for a in self.artifacts]
 
+    @property
+    def weighs(self) -> bool:
+        """Whether there is anything to weigh: more than one model (one model is its own submission)."""
+        return len(self.artifacts) > 1
+
     def result(self, name: str) -> MethodResult | None:
         return next((r for r in self.results if r.name == name), None)
 
@@ -181,7 +186,7 @@ def report_markdown(summary: RunSummary) -> str:
     lines = _report_header(summary) + _methods_table(summary) + _models_table(summary)
     chosen = summary.chosen
     lines += ["", "## Weights", ""]
-    if len(summary.model_ids) == 1:
+    if not summary.weighs:
         lines += ["One model: its predictions are the submission, with nothing to weigh (no chart).", ""]
     else:
         if not chosen.method.blends:
@@ -196,7 +201,7 @@ def report_markdown(summary: RunSummary) -> str:
         "- `submission.csv`: `ID,image_path,target` in test.csv order (target = class index, `classes[target]`)",
         "- `test_proba.npy`: the submitted method's test probabilities (n_test, C), float32, test.csv order",
         "- `weights.json`: weights and scores of every method",
-        *(["- `weights.png`: the weights chart"] if len(summary.model_ids) > 1 else []),
+        *(["- `weights.png`: the weights chart"] if summary.weighs else []),
         "",
     ]
     return "\n".join(lines)
@@ -343,7 +348,7 @@ def write_outputs(summary: RunSummary, out_dir: Path) -> dict[str, Path]:
     files["weights"] = atomic_write_text(
         out_dir / "weights.json", json.dumps(weights_document(summary), indent=1) + "\n"
     )
-    if len(summary.model_ids) > 1:  # one model's chart would be one bar at 1
+    if summary.weighs:  # one model's chart would be one bar at 1
         files["plot"] = plot_weights(summary, out_dir / "weights.png")
     else:
         (out_dir / "weights.png").unlink(missing_ok=True)  # a rerun's stale chart
