@@ -10,10 +10,12 @@ leaves the old file whole or the new one whole, never half. The file gets ``0666
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+# Room left beside a new file: a disk filled to the last byte fails whatever writes next.
+_SPARE_BYTES = 256 * 2**20
+
+
+def open_memmap_with_room(path: Path, dtype: Any, shape: tuple[int, ...], what: str) -> Any:
+    """``np.lib.format.open_memmap(path, "w+")``, refused with a clear error when the disk lacks room.
+
+    A memory-mapped file is sparse until written: on a full disk the write that needs a block kills
+    the process with SIGBUS, no traceback, after minutes of work. Checking first turns that into
+    an error that says what is needed, where, and what to do.
+
+    Raises:
+        OSError: ``ENOSPC``, with the sizes and the fix.
+    """
+    import numpy as np
+
+    need = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    free = shutil.disk_usage(path.parent).free
+    if need + _SPARE_BYTES > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough disk for the {what} cache: it needs {need / 1e9:.2f} GB in {path.parent} and "
+            f"{free / 1e9:.2f} GB is free; free some space there (caches under {runs_dir() / 'cache'} "
+            "are rebuilt when needed) or point RUNS_DIR at a larger disk",
+        )
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path`` as a Path."""
     with atomic_path(path) as tmp:
@@ -156,3 +186,31 @@ def file_lock(path: Path) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def remove_abandoned_temporaries(directory: Path) -> int:
+    """Delete what killed builders left: :func:`atomic_path` temporaries of a cache written under
+    :func:`file_lock` of ``<file>.lock`` whose lock nobody holds any more. A build in progress holds
+    its lock, so its temporary stays.
+
+    Returns:
+        Bytes freed.
+    """
+    freed = 0
+    for tmp in sorted(Path(directory).rglob(".*.tmp.*")):
+        final = tmp.with_name(tmp.name[1:].split(".")[0] + tmp.suffix)  # .<stem>.<hex>.tmp<suffix>
+        lock = final.with_suffix(".lock")
+        if fcntl is None or not tmp.is_file() or not lock.is_file():
+            continue
+        with open(lock, "a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its builder is alive
+            try:
+                size = tmp.stat().st_size
+                tmp.unlink(missing_ok=True)
+                freed += size
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return freed

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checked = preflight(cfg)  # every mistake a user can make, before Ray or MLflow start
         if cfg.get("budget") and not resume:
             size_to_budget(cfg, checked)
-    except (ConfigError, ValueError, FileNotFoundError) as err:  # data errors are ValueErrors too
+    except (ConfigError, ValueError, OSError) as err:  # data errors are ValueErrors; a full disk an OSError
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         run_stages([str(s) for s in cfg.stages], cfg, outcome, results)
-    except (RuntimeError, ValueError, FileNotFoundError) as err:
+    except (RuntimeError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 1
     if code == 0:  # a failed stage's rerun reads them again

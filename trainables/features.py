@@ -34,7 +34,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.io import atomic_path, atomic_write_json, file_lock, read_json, runs_dir, short_hash
+from common.io import (
+    atomic_path,
+    atomic_write_json,
+    file_lock,
+    open_memmap_with_room,
+    read_json,
+    runs_dir,
+    short_hash,
+)
 from trainables.data import Dataset, decoded_images
 
 log = logging.getLogger(__name__)
@@ -192,7 +200,7 @@ def _build(
                 feats = np.asarray(extract(np.ascontiguousarray(views)))
                 if out is None:
                     shape = (n, len(stored), *feats.shape[1:])
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+                    out = open_memmap_with_room(tmp, dtype, shape, f"{what} feature")
                 half = len(batch)
                 for view in range(len(stored)):
                     out[lo : lo + half, view] = feats[view * half : (view + 1) * half]

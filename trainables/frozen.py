@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.io import remove_abandoned_temporaries
 from trainables.augment import ORIGINAL, SampleTransform, edge_map
 from trainables.features import cached_features, feature_cache_dir, feature_sidecar, weights_digest
 from trainables.loader import normalize
@@ -252,7 +253,8 @@ def test_predictions(
 def prune_frozen_caches() -> tuple[int, int]:
     """Remove every frozen-stage cache (a 21-minute compete run leaves about 1 GB of them), as a
     finished flow does; the next flow that needs one builds it. A process that has one open keeps
-    reading it (the file goes when the last map closes).
+    reading it (the file goes when the last map closes). Half-written caches that killed builders
+    left go too (:func:`~common.io.remove_abandoned_temporaries`).
 
     Returns:
         ``(caches removed, bytes freed)``.
@@ -266,6 +268,7 @@ def prune_frozen_caches() -> tuple[int, int]:
         for path in (array, array.with_suffix(".json"), array.with_suffix(".lock")):
             path.unlink(missing_ok=True)
         removed += 1
+    freed += remove_abandoned_temporaries(feature_cache_dir().parent)
     return removed, freed
 
 

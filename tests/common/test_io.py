@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, runs_dir
+from common.io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    open_memmap_with_room,
+    remove_abandoned_temporaries,
+    runs_dir,
+)
 
 
 @pytest.fixture
@@ -78,3 +90,47 @@ def test_a_writer_that_writes_nothing_fails_and_keeps_the_old_file(tmp_path: Pat
     with pytest.raises(FileNotFoundError), atomic_path(path):
         pass
     assert json.loads(path.read_text()) == {"v": 1}
+
+
+def test_a_cache_larger_than_the_free_disk_is_refused_before_a_byte_is_written(tmp_path: Path) -> None:
+    # A memory map on a full disk dies of SIGBUS at the first block it cannot get, with no traceback.
+    petabytes = (10**8, 10**7)  # 2 PB of float16: more than any disk this runs on
+    with pytest.raises(OSError, match="RUNS_DIR") as err:
+        open_memmap_with_room(tmp_path / "x.npy", np.float16, petabytes, "sketches train feature")
+    assert err.value.errno == errno.ENOSPC and "sketches train feature cache" in str(err.value)
+    assert not list(tmp_path.iterdir())
+    small = open_memmap_with_room(tmp_path / "y.npy", np.float16, (4, 3), "tiny")
+    assert small.shape == (4, 3)
+
+
+_BUILDER = """
+import sys, time
+from pathlib import Path
+from common.io import atomic_path, file_lock
+path = Path(sys.argv[1])
+with file_lock(path.with_suffix(".lock")), atomic_path(path) as tmp:
+    tmp.write_bytes(b"x" * 1000)
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_what_a_killed_cache_builder_left_is_removed_and_a_live_build_is_not(tmp_path: Path) -> None:
+    def builder(name: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", _BUILDER, str(tmp_path / name)], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"writing"
+        return proc
+
+    killed, alive = builder("killed.npy"), builder("alive.npy")
+    try:
+        killed.send_signal(signal.SIGKILL)  # no cleanup runs: its temporary stays
+        killed.wait(10)
+        left = sorted(p.name for p in tmp_path.glob(".*.tmp.npy"))
+        assert len(left) == 2 and left[0].startswith(".alive.") and left[1].startswith(".killed.")
+        assert remove_abandoned_temporaries(tmp_path) == 1000
+        assert [p.name for p in tmp_path.glob(".*.tmp.npy")] == [left[0]]  # the live build keeps its file
+    finally:
+        alive.kill()
+        alive.wait(10)
+    # its builder killed too, nothing holds that lock any more: its file goes now
+    assert remove_abandoned_temporaries(tmp_path) == 1000 and not list(tmp_path.glob(".*.tmp.*"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.io import atomic_path, atomic_write_json, file_lock, read_json, runs_dir
+from common.io import atomic_path, atomic_write_json, file_lock, open_memmap_with_room, read_json, runs_dir
 
 from ._dataset import Dataset
 from ._errors import BadDataError
@@ -127,7 +127,8 @@ def _build(path: Path, files: list[str], size: int, ds: Dataset, split: str, wor
     start = time.perf_counter()
     problems: list[tuple[str, str]] = []
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+        shape = (len(files), size, size, 3)
+        out = open_memmap_with_room(tmp, np.uint8, shape, f"decoded {ds.name} {split} {size}px image")
         starts = range(0, len(files), _CHUNK)
 
         bar = tqdm(total=len(files), desc=f"decoding {ds.name} {split} at {size}px", unit="img", disable=None)
